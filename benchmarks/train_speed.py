@@ -1,0 +1,113 @@
+"""Training throughput (img/s) of facesynth presets on this machine.
+
+Times full training steps (G main, D main, and the lazy R1 step at its real
+frequency) after warm-up, on real faces when ../shared is present.  Writes
+results/train_speed.json and results/train_speed.md.  Also times the two forms
+of the modulated convolution side by side (ratio), which decides the default.
+
+    python benchmarks/train_speed.py [--presets stylegan2-64-cpu,stylegan2-32-cpu] [--steps 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facesynth.data.build import build_dataset
+from facesynth.data.loader import batch_iterator
+from facesynth.nets import layers
+from facesynth.presets import get_preset, parameter_counts
+from facesynth.training.loop import Trainer, TrainOptions
+
+HERE = Path(__file__).resolve().parent
+UTKFACE = HERE.parents[1] / "shared" / "data" / "faces" / "utkface-200.zip"
+
+
+def make_data(res: int, tmp: Path) -> tuple[Path, str]:
+    dest = tmp / f"faces{res}.zip"
+    if UTKFACE.is_file():
+        build_dataset(UTKFACE, dest, res, max_images=512, quiet=True)
+        return dest, "UTKFace (512 images)"
+    arr = np.random.default_rng(0).integers(0, 255, (256, res, res, 3), dtype=np.uint8)
+    np.save(tmp / "noise.npy", arr)
+    build_dataset(tmp / "noise.npy", dest, res, quiet=True)
+    return dest, "random pixels (../shared absent)"
+
+
+def time_preset(name: str, steps: int, tmp: Path, grouped: bool | None = None) -> dict:
+    cfg = get_preset(name)
+    data, data_desc = make_data(cfg.resolution, tmp)
+    out = tmp / f"run-{name}-{grouped}"
+    trainer = Trainer(TrainOptions(data=str(data), out=str(out), preset=name, kimg=1e6, quiet=True,
+                                   tensorboard=False))
+    batches = batch_iterator(trainer.dataset, cfg.batch, 0)
+    original = layers.MODCONV_FORM
+    if grouped is not None:  # force one form of the modulated convolution for the comparison
+        layers.MODCONV_FORM = "grouped" if grouped else "shared"
+    try:
+        for _ in range(2):
+            trainer.train_step(next(batches))
+        # Start at a step where R1 is due so each timed window holds its fair share of R1 steps.
+        while trainer.step % cfg.r1_interval != 0:
+            trainer.train_step(next(batches))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(next(batches))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    finally:
+        layers.MODCONV_FORM = original
+    counts = parameter_counts(cfg)
+    return {"preset": name, "resolution": cfg.resolution, "batch": cfg.batch, "G_params": counts["G"],
+            "D_params": counts["D"], "steps": steps, "seconds": dt, "img_per_s": steps * cfg.batch / dt,
+            "data": data_desc, "modconv": {None: "default", True: "grouped", False: "shared"}[grouped]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="stylegan2-64-cpu,stylegan2-32-cpu")
+    ap.add_argument("--steps", type=int, default=32, help="timed steps per preset (a multiple of 16 is fair to R1)")
+    ap.add_argument("--compare-modconv", action="store_true", help="also time grouped vs shared modulated conv")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.presets.split(","):
+            r = time_preset(name, args.steps, Path(tmp))
+            print(f"{name}: {r['img_per_s']:.2f} img/s (G {r['G_params'] / 1e6:.2f}M)", file=sys.stderr)
+            results.append(r)
+            if args.compare_modconv:
+                for grouped in (False, True):
+                    r2 = time_preset(name, args.steps, Path(tmp), grouped=grouped)
+                    print(f"  modconv {r2['modconv']}: {r2['img_per_s']:.2f} img/s", file=sys.stderr)
+                    results.append(r2)
+    env = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "train_speed.json").write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
+    lines = [f"Training throughput, {env['device']}, {env['cpus']} CPUs, torch {env['torch']}, {env['time']}", "",
+             "| preset | res | batch | G params | D params | modconv | img/s |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['preset']} | {r['resolution']}² | {r['batch']} | {r['G_params'] / 1e6:.2f}M | "
+                     f"{r['D_params'] / 1e6:.2f}M | {r['modconv']} | {r['img_per_s']:.2f} |")
+    (outdir / "train_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""`facesynth <command>`: parses arguments and calls one library function; no logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import FacesynthError
+
+CKPT_ENV = "FACESYNTH_CKPT"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return v
+
+
+def _psi(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _ckpt(args) -> str:
+    path = args.ckpt or os.environ.get(CKPT_ENV)
+    if not path:
+        raise FacesynthError(f"no checkpoint: pass --ckpt PATH (a run folder, snapshot folder or model.safetensors) "
+                             f"or set {CKPT_ENV}")
+    return path
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_presets(args) -> int:
+    from .presets import PRESETS, parameter_counts
+
+    rows = []
+    for name, cfg in PRESETS.items():
+        counts = parameter_counts(cfg) if args.params else {}
+        rows.append((name, cfg, counts))
+    if args.json:
+        print(json.dumps({n: {**c.to_dict(), **({"params": p} if p else {})} for n, c, p in rows}, indent=2))
+        return 0
+    for name, cfg, counts in rows:
+        extra = f"  G {counts['G'] / 1e6:.1f}M D {counts['D'] / 1e6:.1f}M" if counts else ""
+        print(f"{name:22s} {cfg.resolution:5d}²  batch {cfg.batch:3d}{extra}  {cfg.description}")
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from .data.build import build_dataset
+
+    build_dataset(args.src, args.dest, args.resolution, square=args.square, max_images=args.max_images,
+                  workers=args.workers, quiet=args.quiet)
+    return 0
+
+
+def _overrides(args) -> dict:
+    ov = {}
+    for arg, key in (("batch", "batch"), ("gamma", "r1_gamma"), ("snap", "snapshot_kimg"), ("pl_weight", "pl_weight"),
+                     ("mixing", "style_mixing_prob")):
+        v = getattr(args, arg)
+        if v is not None:
+            ov[key] = v
+    if args.lr is not None:
+        ov["g_lr"] = ov["d_lr"] = args.lr
+    if args.no_xflip:
+        ov["xflip"] = False
+    return ov
+
+
+def cmd_train(args) -> int:
+    from .training.loop import TrainOptions, train
+
+    opts = TrainOptions(data=args.data, out=args.out, preset=args.preset, kimg=args.kimg, seed=args.seed,
+                        resume=args.resume, overrides=_overrides(args), tick_kimg=args.tick, device=args.device,
+                        workers=args.workers, keep_snapshots=args.keep, quiet=args.quiet,
+                        max_seconds=args.minutes * 60 if args.minutes else None)
+    last = train(opts)
+    if last:
+        print(json.dumps({k: last[k] for k in ("kimg", "loss/G", "loss/D", "img_per_s") if k in last}))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .synthesis.generate import generate_images, parse_seeds, save_images
+    from .training.checkpoint import load_generator
+    from .training.loop import pick_device
+
+    seeds = parse_seeds(args.seeds)
+    device = pick_device(args.device)
+    G = load_generator(_ckpt(args), device)
+    images = generate_images(G, seeds, args.trunc, args.trunc_cutoff, args.noise, batch=args.batch, device=device)
+    paths = save_images(images, seeds, args.out, cols=args.cols)
+    print(f"wrote {len(seeds)} images to {paths[0] if len(paths) == 1 else args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, data=args.data, minutes=args.minutes, preset=args.preset)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facesynth", description="Photorealistic face synthesis.")
+    p.add_argument("--version", action="version", version=f"facesynth {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("presets", help="list the named model configurations")
+    s.add_argument("--params", action="store_true", help="also count parameters (builds each network)")
+    s.add_argument("--json", action="store_true", help="print full configs as JSON")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("dataset", help="turn a folder, zip or .npy/.npz of images into a training zip")
+    s.add_argument("src", help="folder (searched recursively), .zip, or .npy/.npz array of images")
+    s.add_argument("dest", help="output .zip")
+    s.add_argument("--resolution", type=int, required=True, help="output size in pixels (a power of two)")
+    s.add_argument("--square", choices=["crop", "pad"], default="crop", help="centre-crop or pad to square")
+    s.add_argument("--max-images", type=int, default=None)
+    s.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_dataset)
+
+    s = sub.add_parser("train", help="train a GAN (resumable)")
+    s.add_argument("--data", required=True, help="dataset zip from `facesynth dataset`, or any folder/zip of images")
+    s.add_argument("--out", required=True, help="run folder (snapshots, sample grids, stats.jsonl, tensorboard)")
+    s.add_argument("--preset", default="stylegan2-64-cpu", help="see `facesynth presets`")
+    s.add_argument("--kimg", type=_positive_float, default=100.0, help="train until this many thousand images")
+    s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resume", default=None, help="'auto' (latest snapshot in --out) or a run/snapshot folder")
+    s.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
+    s.add_argument("--lr", type=float, default=None, help="override both learning rates")
+    s.add_argument("--gamma", type=float, default=None, help="override R1 gamma")
+    s.add_argument("--pl-weight", type=float, default=None, help="path-length regularisation weight (0 = off)")
+    s.add_argument("--mixing", type=float, default=None, help="style-mixing probability")
+    s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")
+    s.add_argument("--snap", type=float, default=None, help="snapshot every N kimg")
+    s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
+    s.add_argument("--keep", type=int, default=3, help="snapshots to keep (0 = all)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=None, help="data-loader workers (default: 0 when data fits in RAM)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("generate", help="generate faces from seeds")
+    s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (or ${CKPT_ENV})")
+    s.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9")
+    s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi (1 = none, 0 = the mean face)")
+    s.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
+    s.add_argument("--noise", choices=["random", "const", "none"], default="const")
+    s.add_argument("--out", required=True, help="grid.png, or a folder for one PNG per seed")
+    s.add_argument("--cols", type=int, default=None, help="grid columns")
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("demo", help="build a small face set, train the tiny model for a minute, write a grid")
+    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--data", default=None, help="face images (default: ../shared UTKFace, else scikit-image LFW)")
+    s.add_argument("--minutes", type=_positive_float, default=1.0)
+    s.add_argument("--preset", default="tiny")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FacesynthError as e:
+        print(f"facesynth {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facesynth {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Reading images from folders, zips and arrays, and bringing them to square 8-bit RGB.
+
+Every reader yields ``(name, payload)`` pairs where the payload is either the
+encoded bytes of a file or an already-decoded array, so one decode path serves
+the dataset tool and training alike.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from ..errors import FacesynthError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+ARRAY_EXTENSIONS = {".npy", ".npz"}
+# Refuse decompression bombs outright instead of letting PIL merely warn.
+MAX_IMAGE_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class BadImage(Exception):
+    """One source file could not be turned into an image; the caller skips it."""
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# --------------------------------------------------------------------------- sources
+
+class ImageSource:
+    """A folder (recursive), a zip file, or a .npy/.npz array of images, addressed by index."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FacesynthError(f"{self.path}: no such file or folder")
+        self._zip: zipfile.ZipFile | None = None
+        self._array: np.ndarray | None = None
+        if self.path.is_dir():
+            self.kind = "folder"
+            self.names = sorted(
+                str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file() and is_image_name(p.name)
+            )
+        elif self.path.suffix.lower() == ".zip":
+            self.kind = "zip"
+            try:
+                with zipfile.ZipFile(self.path) as zf:
+                    self.names = sorted(n for n in zf.namelist() if is_image_name(n) and not n.endswith("/"))
+            except (zipfile.BadZipFile, OSError) as e:
+                raise FacesynthError(f"{self.path}: not a readable zip file ({e})") from None
+        elif self.path.suffix.lower() in ARRAY_EXTENSIONS:
+            self.kind = "array"
+            self._array = load_image_array(self.path)
+            self.names = [f"{i:08d}" for i in range(len(self._array))]
+        else:
+            raise FacesynthError(
+                f"{self.path}: not a folder, a .zip or a .npy/.npz image array")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, index: int) -> bytes | np.ndarray:
+        name = self.names[index]
+        if self.kind == "array":
+            return self._array[index]
+        if self.kind == "folder":
+            return (self.path / name).read_bytes()
+        if self._zip is None:  # opened lazily so that forked data-loader workers each get their own handle
+            self._zip = zipfile.ZipFile(self.path)
+        return self._zip.read(name)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_zip"] = None
+        return state
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+
+def load_image_array(path: Path) -> np.ndarray:
+    """Loads [N, H, W], [N, H, W, C] or [N, C, H, W] images from .npy/.npz without unpickling."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise FacesynthError(f"{path}: not a readable numpy array ({e})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = list(data.keys())
+        if not keys:
+            raise FacesynthError(f"{path}: the .npz archive holds no arrays")
+        key = "images" if "images" in keys else keys[0]
+        data = data[key]
+    arr = np.asarray(data)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise FacesynthError(f"{path}: expected images shaped [N,H,W(,C)] or [N,C,H,W], got {list(arr.shape)}")
+    if arr.shape[1] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(0, 2, 3, 1)
+    if arr.shape[-1] not in (1, 3, 4):
+        raise FacesynthError(f"{path}: images must have 1, 3 or 4 channels, got shape {list(arr.shape)}")
+    return arr
+
+
+# --------------------------------------------------------------------------- decoding
+
+def decode_image(payload: bytes | np.ndarray, name: str = "<image>") -> np.ndarray:
+    """Any supported image -> uint8 [H, W, 3] RGB.  Raises BadImage with the reason."""
+    if isinstance(payload, np.ndarray):
+        return _array_to_rgb8(payload, name)
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            im.load()
+            return _pil_to_rgb8(im)
+    except Image.DecompressionBombError:
+        raise BadImage(f"{name}: image too large (over {MAX_IMAGE_PIXELS} pixels), refused") from None
+    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
+        reason = "not an image" if isinstance(e, Image.UnidentifiedImageError) else str(e) or type(e).__name__
+        raise BadImage(f"{name}: {reason}") from None
+
+
+def _pil_to_rgb8(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        # 16-bit PNG/TIFF: scale the full range to 8 bits; 32-bit int/float: min-max to 8 bits.
+        if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0 if arr.max(initial=0) <= 65535 else _minmax(arr) * 255
+        elif mode == "F":
+            arr = _minmax(arr) * 255 if arr.max(initial=0) > 1.0 else arr * 255
+        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise BadImage("empty image")
+    return arr
+
+
+def _minmax(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def _array_to_rgb8(arr: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = np.round(arr / 257.0).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if not np.isfinite(lo) or not np.isfinite(hi):
+            raise BadImage(f"{name}: array holds NaN or Inf")
+        # Floats in [0,1] or [-1,1] are both common: map whichever range is present to 0..255.
+        scaled = (arr + 1) / 2 if lo < 0 else arr
+        scaled = scaled / 255.0 if hi > 1.0 else scaled
+        out = np.clip(np.round(scaled * 255), 0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        out = np.clip(arr, 0, 255).astype(np.uint8)
+    else:
+        raise BadImage(f"{name}: unsupported array dtype {arr.dtype}")
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif out.shape[-1] == 4:
+        alpha = out[..., 3:4].astype(np.float32) / 255.0
+        out = np.round(out[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    if out.shape[0] < 1 or out.shape[1] < 1:
+        raise BadImage(f"{name}: empty image")
+    return np.ascontiguousarray(out)
+
+
+# --------------------------------------------------------------------------- geometry
+
+def to_square(img: np.ndarray, mode: str = "crop") -> np.ndarray:
+    """Centre-crop to a square, or pad the short side with black borders."""
+    h, w = img.shape[:2]
+    if h == w:
+        return img
+    if mode == "crop":
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        return img[top:top + s, left:left + s]
+    if mode == "pad":
+        s = max(h, w)
+        out = np.zeros((s, s, img.shape[2]), dtype=img.dtype)
+        top, left = (s - h) // 2, (s - w) // 2
+        out[top:top + h, left:left + w] = img
+        return out
+    raise ValueError(f"square mode must be crop or pad, not {mode!r}")
+
+
+def resize_square(img: np.ndarray, resolution: int) -> np.ndarray:
+    """Resize a square image; down-scaling uses an area (box) pre-reduction then Lanczos, as PIL does."""
+    if img.shape[0] == resolution and img.shape[1] == resolution:
+        return img
+    im = Image.fromarray(img)
+    factor = im.width // resolution
+    if factor >= 2:
+        im = im.reduce(factor)  # exact box filter: cheap and alias-free for integer factors
+    im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def prepare_image(payload: bytes | np.ndarray, name: str, resolution: int, square: str = "crop") -> np.ndarray:
+    """Decode, square and resize one image to uint8 [R, R, 3]."""
+    img = decode_image(payload, name)
+    if min(img.shape[:2]) < 2:
+        raise BadImage(f"{name}: image is only {img.shape[1]}x{img.shape[0]} pixels")
+    return resize_square(to_square(img, square), resolution)
+
+
+def check_resolution(resolution: int) -> int:
+    if not isinstance(resolution, int) or resolution < 4 or resolution > 4096 or resolution & (resolution - 1):
+        raise FacesynthError(f"resolution must be a power of two between 4 and 4096, got {resolution}")
+    return resolution

@@ -1,0 +1,130 @@
+"""Training images: any source `ImageSource` reads, served as uint8 tensors at one resolution.
+
+Small data sets (the usual case on one machine) are decoded once into memory;
+larger ones are decoded on the fly by data-loader workers.  The order of images
+is a seeded permutation per epoch, so a resumed run sees exactly the images an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import FacesynthError
+from .build import read_dataset_meta
+from .images import BadImage, ImageSource, check_resolution, prepare_image
+
+PRELOAD_LIMIT_BYTES = int(float(os.environ.get("FACESYNTH_PRELOAD_GB", "6")) * 2**30)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 [3, R, R] tensors from a folder, zip, array file or facesynth dataset zip."""
+
+    def __init__(self, path: str | Path, resolution: int, square: str = "crop", preload: bool | None = None,
+                 quiet: bool = False, max_images: int | None = None):
+        check_resolution(resolution)
+        self.path = Path(path)
+        self.resolution = resolution
+        self.square = square
+        self.meta = read_dataset_meta(self.path)
+        self.source = ImageSource(self.path)
+        n = len(self.source) if max_images is None else min(max_images, len(self.source))
+        if n == 0:
+            raise FacesynthError(f"{self.path}: no images found")
+        self.indices = np.arange(n)
+        self.bad: list[str] = []
+        self._reported: set[int] = set()
+        self.images: np.ndarray | None = None
+        if preload is None:
+            preload = n * 3 * resolution * resolution <= PRELOAD_LIMIT_BYTES
+        if preload:
+            self._preload(quiet)
+
+    def _load(self, i: int) -> np.ndarray:
+        name = self.source.names[i]
+        return prepare_image(self.source.read(i), name, self.resolution, self.square)
+
+    def _preload(self, quiet: bool) -> None:
+        n = len(self.indices)
+        out = np.empty((n, 3, self.resolution, self.resolution), dtype=np.uint8)
+        ok = np.zeros(n, dtype=bool)
+
+        def work(i):
+            try:
+                out[i] = self._load(int(self.indices[i])).transpose(2, 0, 1)
+                ok[i] = True
+                return None
+            except BadImage as e:
+                return str(e)
+
+        workers = min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            for err in tqdm(pool.map(work, range(n)), total=n, desc=f"loading {self.path.name}", unit="img",
+                            disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+                if err:
+                    self.bad.append(err)
+                    tqdm.write(f"skipped {err}", file=sys.stderr)
+        if not ok.any():
+            raise FacesynthError(f"{self.path}: none of the {n} files could be read as an image")
+        self.images = out[ok] if not ok.all() else out
+        self.indices = self.indices[ok]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        if self.images is not None:
+            return torch.from_numpy(self.images[k])
+        # On-the-fly decoding: a bad file is reported once and replaced by the next good one.
+        for step in range(len(self.indices)):
+            j = (k + step) % len(self.indices)
+            try:
+                return torch.from_numpy(np.ascontiguousarray(self._load(int(self.indices[j])).transpose(2, 0, 1)))
+            except BadImage as e:
+                if j not in self._reported:
+                    self._reported.add(j)
+                    print(f"skipped {e}", file=sys.stderr)
+        raise FacesynthError(f"{self.path}: no readable images left")
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Endless stream of indices: a fresh seeded permutation each epoch, resumable at any position."""
+
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.start = size, seed, start
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        pos = self.start
+        while True:
+            epoch, offset = divmod(pos, self.size)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(self.size, generator=g).tolist()
+            for idx in perm[offset:]:
+                if pos % self.world_size == self.rank:
+                    yield idx
+                pos += 1
+
+
+def batch_iterator(dataset: ImageDataset, batch: int, seed: int, start: int = 0, workers: int | None = None):
+    """Yields uint8 batches forever, starting ``start`` images into the seeded stream."""
+    if workers is None:
+        workers = 0 if dataset.images is not None else min(4, os.cpu_count() or 1)
+    sampler = EpochSampler(len(dataset), seed, start)
+    if workers == 0 and dataset.images is not None:
+        it = iter(sampler)
+        images = torch.from_numpy(dataset.images)
+        while True:
+            idx = torch.tensor([next(it) for _ in range(batch)])
+            yield images[idx]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                                         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers > 0 else None)
+    yield from loader

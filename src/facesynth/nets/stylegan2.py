@@ -1,0 +1,174 @@
+"""StyleGAN2 generator: mapping network z -> w and a skip-architecture synthesis network.
+
+Layout follows Karras et al. 2020 ("config F"): a learned 4x4 constant, two
+style-modulated 3x3 convolutions per resolution (the first up-sampling), noise
+inputs with learned per-channel strength, and toRGB outputs summed across
+resolutions.  One w per layer (``num_ws``) makes style mixing a matter of
+choosing which rows of ``ws`` come from which latent.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..presets import GANConfig
+from .layers import (
+    EqualLinear,
+    ModulatedConv2d,
+    NoiseInjection,
+    activate,
+    make_fir_kernel,
+    normalize_2nd_moment,
+    upsample2d,
+)
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: normalised input, ``num_layers`` fully connected layers at a reduced learning rate."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
+                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.995):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
+        self.w_avg_beta = w_avg_beta
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.Sequential(*[
+            EqualLinear(dims[i], dims[i + 1], lr_multiplier=lr_multiplier, activation="lrelu")
+            for i in range(num_layers)
+        ])
+        # Running mean of w: the centre that truncation pulls toward.
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                update_w_avg: bool = False) -> torch.Tensor:
+        w = self.layers(normalize_2nd_moment(z.to(torch.float32)))
+        if update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if truncation_psi != 1.0:
+            ws = truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
+        return ws
+
+
+def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
+    """The truncation trick: pull the first ``cutoff`` layers' w toward the mean by factor psi."""
+    if cutoff is None:
+        return w_avg.lerp(ws, psi)
+    ws = ws.clone()
+    ws[:, :cutoff] = w_avg.lerp(ws[:, :cutoff], psi)
+    return ws
+
+
+class StyledConv(nn.Module):
+    """Modulated 3x3 conv (optionally 2x up) -> noise -> bias -> leaky ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, demodulate=True, up=up)
+        self.noise = NoiseInjection(out_ch, resolution)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x, w, noise_mode="random"):
+        x = self.conv(x, w)
+        x = self.noise(x, mode=noise_mode)
+        return activate(x + self.bias.view(1, -1, 1, 1).to(x.dtype), "lrelu")
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv without demodulation: the image contribution of one resolution."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x, w):
+        return self.conv(x, w) + self.bias.view(1, -1, 1, 1).to(x.dtype)
+
+
+class SynthesisBlock(nn.Module):
+    """All layers at one resolution: (up-conv), conv, toRGB."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, image_channels: int):
+        super().__init__()
+        self.resolution = resolution
+        self.is_first = resolution == 4
+        if self.is_first:
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+            self.conv1 = StyledConv(out_ch, out_ch, w_dim, resolution)
+            self.num_conv = 1
+        else:
+            self.conv0 = StyledConv(in_ch, out_ch, w_dim, resolution, up=True)
+            self.conv1 = StyledConv(out_ch, out_ch, w_dim, resolution)
+            self.num_conv = 2
+            self.register_buffer("fir", make_fir_kernel(), persistent=False)
+        self.torgb = ToRGB(out_ch, image_channels, w_dim)
+
+    def forward(self, x, img, ws, noise_mode="random"):
+        # ws: [batch, num_conv + 1, w_dim]; the last one feeds toRGB.
+        if self.is_first:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        y = self.torgb(x, ws[:, self.num_conv])
+        img = y if img is None else upsample2d(img, self.fir) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.resolution = cfg.resolution
+        self.num_ws = cfg.num_ws
+        self.w_dim = cfg.w_dim
+        blocks = []
+        prev = 0
+        for res in cfg.block_resolutions:
+            ch = cfg.channels_at(res)
+            blocks.append(SynthesisBlock(prev, ch, cfg.w_dim, res, cfg.image_channels))
+            prev = ch
+        self.blocks = nn.ModuleList(blocks)
+        # Which w each block reads: block i starts where the previous one's convs ended.
+        starts, i = [], 0
+        for b in self.blocks:
+            starts.append(i)
+            i += b.num_conv
+        self.w_starts = starts
+
+    def layer_resolutions(self) -> list[int]:
+        """The resolution that each of the ``num_ws`` w vectors styles (for coarse/middle/fine mixing)."""
+        out = []
+        for b in self.blocks:
+            out += [b.resolution] * b.num_conv
+        out.append(self.resolution)  # last toRGB
+        return out
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must be [batch, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        x = img = None
+        for block, start in zip(self.blocks, self.w_starts):
+            x, img = block(x, img, ws[:, start:start + block.num_conv + 1], noise_mode)
+        return img
+
+
+class Generator(nn.Module):
+    """z -> image in [-1, 1] (roughly; outputs are not clamped during training)."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.z_dim = cfg.z_dim
+        self.num_ws = cfg.num_ws
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
+                                      cfg.mapping_lr_multiplier, cfg.w_avg_beta)
+        self.synthesis = SynthesisNetwork(cfg)
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                noise_mode: str = "random") -> torch.Tensor:
+        ws = self.mapping(z, truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)

@@ -1,0 +1,239 @@
+"""Snapshots: safetensors for every tensor, JSON for everything else.  Nothing is ever unpickled.
+
+A snapshot is a folder ``snapshot-NNNNNNNN/`` (NNNNNNNN = images seen) holding
+  model.safetensors     G, D and G_ema weights and buffers; the config in its metadata
+  training.safetensors  optimizer moments and RNG states
+  config.json           the GANConfig that rebuilds the networks
+  state.json            progress counters (images seen, steps, ...)
+It is written under a temporary name and renamed when complete, then
+``latest.json`` in the run folder is atomically pointed at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import FacesynthError
+from ..presets import GANConfig
+from ..util.atomic import write_json_atomic
+
+KIND = "facesynth-gan"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+TRAINING_FILE = "training.safetensors"
+SNAPSHOT_PREFIX = "snapshot-"
+LATEST = "latest.json"
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+# --------------------------------------------------------------------------- tensors <-> modules
+
+def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def load_module_tensors(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
+    own = module.state_dict()
+    sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    missing = sorted(set(own) - set(sub))
+    unexpected = sorted(set(sub) - set(own))
+    if missing or unexpected:
+        raise FacesynthError(f"{source}: weights for {prefix} do not match its config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in sub.items():
+        if v.shape != own[k].shape:
+            raise FacesynthError(f"{source}: {prefix}.{k} has shape {list(v.shape)}, "
+                                 f"its config expects {list(own[k].shape)}")
+    module.load_state_dict(sub)
+
+
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    """Adam moments keyed by parameter name (not position), so they survive code reordering."""
+    out = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            name = names[id(p)]
+            for k, v in st.items():
+                t = v if torch.is_tensor(v) else torch.tensor(float(v))
+                out[f"{prefix}.{name}.{k}"] = t.detach().cpu().contiguous()
+    return out
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str,
+                           names: dict[int, str]) -> None:
+    for group in opt.param_groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            st = {}
+            for k in ("step", "exp_avg", "exp_avg_sq"):
+                key = f"{prefix}.{name}.{k}"
+                if key in tensors:
+                    v = tensors[key]
+                    st[k] = v.to(p.device) if k != "step" else v.clone()
+            if st:
+                opt.state[p] = st
+
+
+# --------------------------------------------------------------------------- reading safely
+
+def check_safetensors(path: Path) -> dict:
+    """Validate the header of a safetensors file before handing it to the loader; returns its metadata."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise FacesynthError(f"{path}: not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", head)
+            if n <= 1 or n > MAX_HEADER_BYTES or n + 8 > size:
+                raise FacesynthError(f"{path}: not a safetensors file (bad header length; a pickle or a damaged file?)")
+            header = json.loads(f.read(n))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        if isinstance(e, FacesynthError):
+            raise
+        raise FacesynthError(f"{path}: not a safetensors file ({type(e).__name__})") from None
+    if not isinstance(header, dict):
+        raise FacesynthError(f"{path}: not a safetensors file (header is not an object)")
+    return header.get("__metadata__") or {}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    check_safetensors(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FacesynthError(f"{path}: damaged safetensors file ({e})") from None
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise FacesynthError(f"{path}: missing {what}") from None
+    except (OSError, ValueError) as e:
+        raise FacesynthError(f"{path}: unreadable {what} ({e})") from None
+    if not isinstance(obj, dict):
+        raise FacesynthError(f"{path}: {what} must be a JSON object")
+    return obj
+
+
+# --------------------------------------------------------------------------- snapshots
+
+def snapshot_name(images_seen: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{images_seen:09d}"
+
+
+def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], training: dict[str, torch.Tensor],
+                  state: dict, keep: int = 3) -> Path:
+    """Write one complete snapshot folder atomically and point latest.json at it."""
+    run_dir = Path(run_dir)
+    final = run_dir / snapshot_name(int(state["images_seen"]))
+    tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", suffix=".tmp", dir=run_dir))
+    try:
+        tensors = {}
+        for prefix, m in models.items():
+            tensors.update(module_tensors(prefix, m))
+        meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
+        save_file(tensors, str(tmp / MODEL_FILE), metadata=meta)
+        save_file({k: v.contiguous() for k, v in training.items()}, str(tmp / TRAINING_FILE),
+                  metadata={"kind": KIND + "-training", "format": str(FORMAT_VERSION)})
+        (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FacesynthError(f"{run_dir}: could not write snapshot ({e.strerror or e}); "
+                             "earlier snapshots are intact") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_json_atomic(run_dir / LATEST, {"snapshot": final.name, "images_seen": int(state["images_seen"])})
+    _prune(run_dir, keep, protect=final.name)
+    return final
+
+
+def _prune(run_dir: Path, keep: int, protect: str) -> None:
+    if keep <= 0:
+        return
+    snaps = list_snapshots(run_dir)
+    for old in snaps[:-keep]:
+        if old.name != protect:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def list_snapshots(run_dir: Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    snaps = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(SNAPSHOT_PREFIX)
+             and (p / MODEL_FILE).is_file() and (p / "state.json").is_file()]
+    return sorted(snaps, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder (-> its latest snapshot), a snapshot folder, or a model.safetensors file -> model file path."""
+    path = Path(path)
+    if not path.exists():
+        raise FacesynthError(f"{path}: no such checkpoint")
+    if path.is_file():
+        if path.suffix in (".pkl", ".pt", ".pth", ".ckpt", ".bin"):
+            raise FacesynthError(f"{path}: pickled checkpoints are never loaded (they can run code); "
+                                 "facesynth reads .safetensors only")
+        return path
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    latest = path / LATEST
+    if latest.is_file():
+        name = read_json(latest, "latest-snapshot pointer").get("snapshot", "")
+        cand = path / str(name)
+        if (cand / MODEL_FILE).is_file() and cand.parent == path:
+            return cand / MODEL_FILE
+    snaps = list_snapshots(path)
+    if snaps:
+        return snaps[-1] / MODEL_FILE
+    raise FacesynthError(f"{path}: holds no facesynth snapshot (expected {MODEL_FILE} or {SNAPSHOT_PREFIX}* folders)")
+
+
+def read_model_file(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor]]:
+    """Config and tensors of a model.safetensors, refusing files of any other kind."""
+    path = resolve_checkpoint(path)
+    meta = check_safetensors(path)
+    if meta.get("kind") != KIND:
+        raise FacesynthError(f"{path}: not a facesynth GAN checkpoint (kind={meta.get('kind')!r})")
+    try:
+        cfg_dict = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise FacesynthError(f"{path}: checkpoint config is not valid JSON") from None
+    cfg = GANConfig.from_dict(cfg_dict, source=str(path))
+    return cfg, read_safetensors(path)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu", which: str = "G_ema"):
+    """Rebuild the (EMA) generator of a checkpoint, ready for inference."""
+    from ..nets.stylegan2 import Generator
+
+    cfg, tensors = read_model_file(path)
+    g = Generator(cfg)
+    if not any(k.startswith(which + ".") for k in tensors):
+        which = "G"
+    load_module_tensors(g, tensors, which, str(path))
+    return g.eval().requires_grad_(False).to(device)

@@ -1,0 +1,375 @@
+"""The StyleGAN2 training loop.
+
+Phases per step follow StyleGAN2-ADA: G main (non-saturating loss), G reg
+(path length, lazy), D main (logistic loss), D reg (R1, lazy); lazy phases run
+every N steps with their losses scaled by N and Adam's lr/betas adjusted by
+N / (N + 1).  Everything that influences the next step — weights, Adam moments,
+RNG states, the data position, running means — lives in the snapshot, so a
+resumed run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data.loader import ImageDataset, batch_iterator
+from ..errors import FacesynthError
+from ..nets.discriminator import Discriminator
+from ..nets.stylegan2 import Generator
+from ..presets import get_preset
+from ..util.atomic import check_writable_dir, write_json_atomic
+from ..util.grid import save_grid
+from . import checkpoint as ckpt
+from .losses import discriminator_loss, generator_loss, path_length_penalty, r1_penalty
+
+# Config fields that may be changed when resuming (they do not alter the networks' shapes).
+RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_weight", "pl_interval", "snapshot_kimg",
+                       "ema_kimg", "ema_rampup", "xflip",
+                       "style_mixing_prob"}
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    preset: str = "stylegan2-64-cpu"
+    kimg: float = 100.0
+    seed: int = 0
+    resume: str | None = None
+    overrides: dict = field(default_factory=dict)
+    tick_kimg: float | None = None
+    device: str = "auto"
+    workers: int | None = None
+    keep_snapshots: int = 3
+    grid_size: int = 32
+    square: str = "crop"
+    quiet: bool = False
+    tensorboard: bool = True
+    threads: int | None = None
+    max_seconds: float | None = None  # stop (with a snapshot) after this much wall time in this session
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise FacesynthError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FacesynthError("--device cuda was asked for, but PyTorch sees no CUDA GPU here")
+    return dev
+
+
+def make_optimizer(params, lr: float, reg_interval: int | None) -> torch.optim.Adam:
+    """Adam with beta1=0; lazy regularisation rescales lr and beta2 by interval / (interval + 1)."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+
+
+def mixed_ws(G: Generator, z: torch.Tensor, prob: float, update_w_avg: bool = False) -> torch.Tensor:
+    """Map z to ws; with probability ``prob`` the layers from a random crossover on come from a second z."""
+    ws = G.mapping(z, update_w_avg=update_w_avg)
+    if prob > 0:
+        num_ws = ws.shape[1]
+        cutoff = int(torch.randint(1, num_ws, ()).item())
+        if float(torch.rand(())) >= prob:
+            cutoff = num_ws
+        if cutoff < num_ws:
+            ws2 = G.mapping(torch.randn_like(z))
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+    return ws
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    for pe, p in zip(G_ema.parameters(), G.parameters()):
+        pe.copy_(p.detach().lerp(pe, beta))
+    for be, b in zip(G_ema.buffers(), G.buffers()):
+        be.copy_(b)
+
+
+def _named(module: torch.nn.Module) -> dict[int, str]:
+    return {id(p): n for n, p in module.named_parameters()}
+
+
+def _max_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Holds the networks, optimizers and counters of one run; `run()` trains to the target kimg."""
+
+    def __init__(self, opts: TrainOptions):
+        self.opts = opts
+        self.device = pick_device(opts.device)
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.out = check_writable_dir(opts.out)
+        resume_model = self._find_resume()
+        if resume_model is not None:
+            self.cfg, _ = ckpt.read_model_file(resume_model)
+            bad = set(opts.overrides) - RESUMABLE_OVERRIDES
+            if bad:
+                raise FacesynthError(f"cannot change {sorted(bad)} when resuming: they define the networks")
+            self.cfg = self.cfg.replace(**opts.overrides).validate("resumed config")
+        else:
+            self.cfg = get_preset(opts.preset).replace(**opts.overrides).validate("training config")
+        cfg = self.cfg
+        torch.manual_seed(opts.seed)
+        self.G = Generator(cfg).to(self.device)
+        self.D = Discriminator(cfg).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_G = make_optimizer(self.G.parameters(), cfg.g_lr, cfg.pl_interval if cfg.pl_weight > 0 else None)
+        self.opt_D = make_optimizer(self.D.parameters(), cfg.d_lr, cfg.r1_interval if cfg.r1_gamma > 0 else None)
+        self.aug_gen = torch.Generator().manual_seed(opts.seed + 1)
+        self.images_seen = 0
+        self.step = 0
+        self.pl_mean = torch.zeros((), device=self.device)
+        self.elapsed = 0.0
+        if resume_model is not None:
+            self._load(resume_model)
+        self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=opts.quiet)
+        if cfg.image_channels != 3:
+            raise FacesynthError("only RGB training is supported (image_channels=3)")
+
+    # ------------------------------------------------------------------ resume
+    def _find_resume(self) -> Path | None:
+        r = self.opts.resume
+        if r is None:
+            if ckpt.list_snapshots(self.out):
+                raise FacesynthError(f"{self.out} already holds a run: pass --resume auto to continue it, "
+                                     "or choose another --out")
+            return None
+        if r == "auto":
+            return ckpt.resolve_checkpoint(self.out) if ckpt.list_snapshots(self.out) else None
+        return ckpt.resolve_checkpoint(r)
+
+    def _load(self, model_file: Path) -> None:
+        snap = model_file.parent
+        _, tensors = ckpt.read_model_file(model_file)
+        for name, m in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            ckpt.load_module_tensors(m, tensors, name, str(model_file))
+        tfile = snap / ckpt.TRAINING_FILE
+        state_file = snap / "state.json"
+        if not tfile.is_file() or not state_file.is_file():
+            print(f"note: {snap} has no training state; starting fresh optimizers from its weights", file=sys.stderr)
+            return
+        training = ckpt.read_safetensors(tfile)
+        ckpt.load_optimizer_tensors(self.opt_G, training, "opt_G", _named(self.G))
+        ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", _named(self.D))
+        state = ckpt.read_json(state_file, "training state")
+        self.images_seen = int(state["images_seen"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=self.device)
+        torch.set_rng_state(training["rng.cpu"])
+        self.aug_gen.set_state(training["rng.aug"])
+        if self.device.type == "cuda" and "rng.cuda" in training:
+            torch.cuda.set_rng_state(training["rng.cuda"], self.device)
+        print(f"resumed from {snap} at {self.images_seen / 1000:.1f} kimg", file=sys.stderr)
+
+    def save(self) -> Path:
+        training = {"rng.cpu": torch.get_rng_state(), "rng.aug": self.aug_gen.get_state()}
+        if self.device.type == "cuda":
+            training["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        training.update(ckpt.optimizer_tensors("opt_G", self.opt_G, _named(self.G)))
+        training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
+        state = {"images_seen": self.images_seen, "kimg": self.images_seen / 1000, "step": self.step,
+                 "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.opts.seed,
+                 "data": str(self.opts.data)}
+        return ckpt.save_snapshot(self.out, self.cfg, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+                                  training, state, keep=self.opts.keep_snapshots)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, real_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, dev = self.cfg, self.device
+        G, D = self.G, self.D
+        real = real_u8.to(dev, non_blocking=True).to(torch.float32) / 127.5 - 1
+        batch = real.shape[0]
+        if cfg.xflip:
+            flip = (torch.rand(batch, generator=self.aug_gen) < 0.5).to(dev)
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        stats = {}
+
+        # G main: fool D.
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        z = torch.randn(batch, cfg.z_dim, device=dev)
+        fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob))
+        fake_logits = D(fake)
+        loss_G = generator_loss(fake_logits)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+        stats["loss/G"] = loss_G.detach()
+        stats["scores/fake"] = fake_logits.detach().mean()
+
+        # G reg: path length, every pl_interval steps.
+        if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
+            n = max(1, batch // cfg.pl_batch_shrink)
+            ws = mixed_ws(G, torch.randn(n, cfg.z_dim, device=dev), cfg.style_mixing_prob)
+            ws.requires_grad_(True)
+            imgs = G.synthesis(ws)
+            pen, self.pl_mean = path_length_penalty(imgs, ws, self.pl_mean, cfg.pl_decay)
+            loss_pl = pen.mean() * cfg.pl_weight * cfg.pl_interval
+            self.opt_G.zero_grad(set_to_none=True)
+            loss_pl.backward()
+            self.opt_G.step()
+            stats["loss/pl"] = pen.detach().mean()
+
+        # D main: tell real from fake.
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        with torch.no_grad():
+            z = torch.randn(batch, cfg.z_dim, device=dev)
+            fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True))
+        fake_logits = D(fake)
+        real_logits = D(real)
+        loss_D = discriminator_loss(real_logits, fake_logits)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+        stats["loss/D"] = loss_D.detach()
+        stats["scores/real"] = real_logits.detach().mean()
+
+        # D reg: R1, every r1_interval steps.
+        if cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            pen = r1_penalty(D(real_r1), real_r1)
+            loss_r1 = pen.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
+            self.opt_D.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self.opt_D.step()
+            stats["loss/r1"] = pen.detach().mean()
+
+        # EMA of G with a half-life of ema_kimg thousand images (ramped up early in training).
+        self.images_seen += batch
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup:
+            ema_nimg = min(ema_nimg, self.images_seen * cfg.ema_rampup)
+        update_ema(self.G_ema, G, 0.5 ** (batch / max(ema_nimg, 1e-8)))
+        self.step += 1
+        return stats
+
+    # ------------------------------------------------------------------ the run
+    def grid_latents(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.opts.seed + 12345)
+        return torch.randn(self.opts.grid_size, self.cfg.z_dim, generator=g)
+
+    @torch.no_grad()
+    def save_samples(self, path: Path) -> None:
+        z = self.grid_latents().to(self.device)
+        imgs = torch.cat([self.G_ema(zb, noise_mode="const") for zb in z.split(16)])
+        save_grid(imgs, path, cols=min(8, len(imgs)))
+
+    def run(self) -> dict:
+        opts, cfg = self.opts, self.cfg
+        total = int(opts.kimg * 1000)
+        if self.images_seen == 0:
+            write_json_atomic(self.out / "training_options.json",
+                              {"options": dataclasses.asdict(opts), "config": cfg.to_dict(),
+                               "dataset": {"path": str(opts.data), "images": len(self.dataset),
+                                           "skipped": len(self.dataset.bad)},
+                               "device": str(self.device), "torch": torch.__version__})
+            n = min(opts.grid_size, len(self.dataset))
+            save_grid(torch.stack([self.dataset[i] for i in range(n)]).float() / 127.5 - 1,
+                      self.out / "reals.png", cols=min(8, n))
+            self.save_samples(self.out / "fakes-init.png")
+        writer = self._tensorboard()
+        tick_images = int((opts.tick_kimg or max(0.2, min(4.0, cfg.snapshot_kimg / 4))) * 1000)
+        snap_images = int(cfg.snapshot_kimg * 1000)
+        batches = batch_iterator(self.dataset, cfg.batch, opts.seed, start=self.images_seen, workers=opts.workers)
+        log_path = self.out / "stats.jsonl"
+        acc: dict[str, list[torch.Tensor]] = {}
+        tick_start_time, tick_start_images = time.time(), self.images_seen
+        next_tick = (self.images_seen // tick_images + 1) * tick_images
+        next_snap = (self.images_seen // snap_images + 1) * snap_images
+        last = {}
+        pbar = tqdm(total=total, initial=min(self.images_seen, total), unit="img", unit_scale=True,
+                    desc="train", disable=opts.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+        deadline = time.time() + opts.max_seconds if opts.max_seconds else float("inf")
+        try:
+            while self.images_seen < total:
+                before = self.images_seen
+                stats = self.train_step(next(batches))
+                for k, v in stats.items():
+                    acc.setdefault(k, []).append(v)
+                pbar.update(min(self.images_seen, total) - min(before, total))
+                done = self.images_seen >= total or time.time() >= deadline
+                if self.images_seen >= next_tick or done:
+                    now = time.time()
+                    dt = now - tick_start_time
+                    self.elapsed += dt
+                    line = {k: float(torch.stack(v).float().mean()) for k, v in acc.items()}
+                    bad = [k for k, v in line.items() if v != v or abs(v) == float("inf")]
+                    if bad:
+                        raise FacesynthError(f"training diverged: {', '.join(bad)} became NaN/Inf at "
+                                             f"{self.images_seen / 1000:.1f} kimg; resume from the last snapshot "
+                                             "with a lower learning rate")
+                    line.update({
+                        "kimg": self.images_seen / 1000, "step": self.step,
+                        "img_per_s": (self.images_seen - tick_start_images) / max(dt, 1e-9),
+                        "sec_per_kimg": dt / max(self.images_seen - tick_start_images, 1) * 1000,
+                        "elapsed_s": self.elapsed, "mem_mb": _max_memory_mb(self.device),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    })
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    if writer is not None:
+                        for k, v in line.items():
+                            if isinstance(v, float) and k not in ("kimg", "time"):
+                                writer.add_scalar(k, v, global_step=self.images_seen)
+                        writer.flush()
+                    pbar.set_postfix({"kimg": f"{line['kimg']:.1f}", "G": f"{line['loss/G']:.2f}",
+                                      "D": f"{line['loss/D']:.2f}", "img/s": f"{line['img_per_s']:.1f}"})
+                    last = line
+                    acc = {}
+                    tick_start_time, tick_start_images = time.time(), self.images_seen
+                    next_tick = (self.images_seen // tick_images + 1) * tick_images
+                if self.images_seen >= next_snap or done:
+                    snap = self.save()
+                    self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
+                    tqdm.write(f"snapshot {snap.name} ({self.images_seen / 1000:.1f} kimg)", file=sys.stderr)
+                    next_snap = (self.images_seen // snap_images + 1) * snap_images
+                    tick_start_time = time.time()  # snapshot time is not training time
+                if done:
+                    break
+        finally:
+            pbar.close()
+            if writer is not None:
+                writer.close()
+        return last
+
+    def _tensorboard(self):
+        if not self.opts.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed: JSONL still has every number
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+
+def train(opts: TrainOptions) -> dict:
+    """Train (or resume) one run; returns the last tick's statistics."""
+    return Trainer(opts).run()
+
+
+__all__ = ["TrainOptions", "Trainer", "train", "pick_device", "mixed_ws", "RESUMABLE_OVERRIDES"]

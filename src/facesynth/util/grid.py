@@ -1,0 +1,49 @@
+"""Tensors in [-1, 1] -> 8-bit pictures: single images and grids, written atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .atomic import write_bytes_atomic
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C]."""
+    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def make_grid(images: torch.Tensor | np.ndarray, cols: int | None = None, pad: int = 0,
+              upscale: int = 1) -> np.ndarray:
+    """Tile N images row-major into one uint8 [H, W, 3] array."""
+    arr = to_uint8(images) if torch.is_tensor(images) else images
+    n, h, w, c = arr.shape
+    cols = cols or max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y:y + h, x:x + w] = arr[i]
+    if upscale > 1:
+        grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None, min_size: int = 256) -> None:
+    """Save a grid, upscaled (nearest) so that small images stay visible."""
+    h = images.shape[-1]
+    upscale = max(1, min_size // h) if h < min_size else 1
+    save_png(make_grid(images, cols, upscale=min(upscale, 4)), path)
