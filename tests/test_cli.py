@@ -102,3 +102,12 @@ def test_train_bad_inputs(face_dataset, tmp_path, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "facesynth", "presets"], capture_output=True, text=True, check=True)
     assert "stylegan2-64-cpu" in out.stdout and "tiny" in out.stdout
+
+
+def test_demo_runs_on_the_bundled_lfw_faces(tmp_path):
+    pytest.importorskip("skimage", reason="the demo's fallback faces come from scikit-image")
+    from facesynth.demo import lfw_faces_array, run_demo
+
+    faces = lfw_faces_array(tmp_path / "lfw.npy")
+    grid = run_demo(tmp_path / "demo", data=faces, minutes=0.05)
+    assert grid.is_file() and (tmp_path / "demo" / "run" / "latest.json").is_file()

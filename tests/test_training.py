@@ -50,7 +50,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(face_dataset, t
     train(_opts(face_dataset, tmp_path / "full", overrides={"snapshot_kimg": 1.0, "r1_interval": 2}))
     train(_opts(face_dataset, tmp_path / "part", kimg=0.048, overrides={"snapshot_kimg": 1.0, "r1_interval": 2}))
     torch.manual_seed(999)  # disturb the global RNG: resume must restore it
-    train(_opts(face_dataset, tmp_path / "part", resume="auto", overrides={"snapshot_kimg": 1.0, "r1_interval": 2}))
+    # A different --seed on resume must not change the run: the snapshot's seed wins.
+    train(_opts(face_dataset, tmp_path / "part", resume="auto", seed=77,
+                overrides={"snapshot_kimg": 1.0, "r1_interval": 2}))
     full, part = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert set(full) == set(part)
     for k in full:

@@ -132,7 +132,10 @@ class Trainer:
         else:
             self.cfg = get_preset(opts.preset).replace(**opts.overrides).validate("training config")
         cfg = self.cfg
-        torch.manual_seed(opts.seed)
+        if cfg.image_channels != 3:
+            raise FacesynthError("only RGB training is supported (image_channels=3)")
+        self.seed = opts.seed  # a resumed run keeps the seed it started with (data order depends on it)
+        torch.manual_seed(self.seed)
         self.G = Generator(cfg).to(self.device)
         self.D = Discriminator(cfg).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -146,8 +149,6 @@ class Trainer:
         if resume_model is not None:
             self._load(resume_model)
         self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=opts.quiet)
-        if cfg.image_channels != 3:
-            raise FacesynthError("only RGB training is supported (image_channels=3)")
 
     # ------------------------------------------------------------------ resume
     def _find_resume(self) -> Path | None:
@@ -178,6 +179,7 @@ class Trainer:
         self.images_seen = int(state["images_seen"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.seed = int(state.get("seed", self.seed))
         self.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=self.device)
         torch.set_rng_state(training["rng.cpu"])
         self.aug_gen.set_state(training["rng.aug"])
@@ -192,7 +194,7 @@ class Trainer:
         training.update(ckpt.optimizer_tensors("opt_G", self.opt_G, _named(self.G)))
         training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
         state = {"images_seen": self.images_seen, "kimg": self.images_seen / 1000, "step": self.step,
-                 "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.opts.seed,
+                 "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.seed,
                  "data": str(self.opts.data)}
         return ckpt.save_snapshot(self.out, self.cfg, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
                                   training, state, keep=self.opts.keep_snapshots)
@@ -270,7 +272,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def grid_latents(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.opts.seed + 12345)
+        g = torch.Generator().manual_seed(self.seed + 12345)
         return torch.randn(self.opts.grid_size, self.cfg.z_dim, generator=g)
 
     @torch.no_grad()
@@ -289,13 +291,14 @@ class Trainer:
                                            "skipped": len(self.dataset.bad)},
                                "device": str(self.device), "torch": torch.__version__})
             n = min(opts.grid_size, len(self.dataset))
-            save_grid(torch.stack([self.dataset[i] for i in range(n)]).float() / 127.5 - 1,
+            pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
+            save_grid(torch.stack([self.dataset[int(i)] for i in pick]).float() / 127.5 - 1,
                       self.out / "reals.png", cols=min(8, n))
             self.save_samples(self.out / "fakes-init.png")
         writer = self._tensorboard()
         tick_images = int((opts.tick_kimg or max(0.2, min(4.0, cfg.snapshot_kimg / 4))) * 1000)
         snap_images = int(cfg.snapshot_kimg * 1000)
-        batches = batch_iterator(self.dataset, cfg.batch, opts.seed, start=self.images_seen, workers=opts.workers)
+        batches = batch_iterator(self.dataset, cfg.batch, self.seed, start=self.images_seen, workers=opts.workers)
         log_path = self.out / "stats.jsonl"
         acc: dict[str, list[torch.Tensor]] = {}
         tick_start_time, tick_start_images = time.time(), self.images_seen
