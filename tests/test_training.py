@@ -88,6 +88,11 @@ def test_snapshot_retention_keeps_the_newest(face_dataset, tmp_path):
     snaps = ckpt.list_snapshots(tmp_path / "r")
     assert len(snaps) == 2 and snaps[-1].name == "snapshot-000000200"
     assert json.loads((tmp_path / "r" / "latest.json").read_text())["snapshot"] == snaps[-1].name
+    # Every snapshot's G_ema stays in history/, loadable on its own.
+    history = ckpt.list_generator_history(tmp_path / "r")
+    assert len(history) == 5 and history[-1].name == "G_ema-000000200.safetensors"
+    G = ckpt.load_generator(history[0])
+    assert G(torch.randn(1, G.z_dim)).shape == (1, 3, 16, 16)
 
 
 def test_path_length_regularisation_runs(face_dataset, tmp_path):

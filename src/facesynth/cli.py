@@ -83,7 +83,8 @@ def cmd_train(args) -> int:
 
     opts = TrainOptions(data=args.data, out=args.out, preset=args.preset, kimg=args.kimg, seed=args.seed,
                         resume=args.resume, overrides=_overrides(args), tick_kimg=args.tick, device=args.device,
-                        workers=args.workers, keep_snapshots=args.keep, quiet=args.quiet,
+                        workers=args.workers, keep_snapshots=args.keep, history=not args.no_history,
+                        quiet=args.quiet,
                         max_seconds=args.minutes * 60 if args.minutes else None)
     last = train(opts)
     if last:
@@ -150,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")
     s.add_argument("--snap", type=float, default=None, help="snapshot every N kimg")
     s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
-    s.add_argument("--keep", type=int, default=3, help="snapshots to keep (0 = all)")
+    s.add_argument("--keep", type=int, default=3, help="full snapshots to keep (0 = all)")
+    s.add_argument("--no-history", action="store_true",
+                   help="do not keep each snapshot's G_ema in history/ (kept by default for metrics over the run)")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None, help="data-loader workers (default: 0 when data fits in RAM)")
     s.add_argument("--quiet", action="store_true")

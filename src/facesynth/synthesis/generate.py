@@ -53,10 +53,13 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, truncation
     device = device or next(G.parameters()).device
     z = seed_latents(seeds, G.z_dim)
     out = []
+    devices = [device] if torch.device(device).type == "cuda" else []
     for i, zb in enumerate(z.split(batch)):
-        if noise_mode == "random":
-            torch.manual_seed(seeds[i * batch])  # random noise that is still reproducible per seed batch
-        out.append(G(zb.to(device), truncation_psi, truncation_cutoff, noise_mode=noise_mode).cpu())
+        # Random noise is drawn from a forked RNG seeded by the batch's first seed: reproducible,
+        # and the caller's global RNG is left as it was.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seeds[i * batch])
+            out.append(G(zb.to(device), truncation_psi, truncation_cutoff, noise_mode=noise_mode).cpu())
     return torch.cat(out)
 
 

@@ -6,7 +6,8 @@ A snapshot is a folder ``snapshot-NNNNNNNN/`` (NNNNNNNN = images seen) holding
   config.json           the GANConfig that rebuilds the networks
   state.json            progress counters (images seen, steps, ...)
 It is written under a temporary name and renamed when complete, then
-``latest.json`` in the run folder is atomically pointed at it.
+``latest.json`` in the run folder is atomically pointed at it.  Only the last
+few snapshots are kept; ``history/`` keeps every snapshot's G_ema alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MODEL_FILE = "model.safetensors"
 TRAINING_FILE = "training.safetensors"
 SNAPSHOT_PREFIX = "snapshot-"
 LATEST = "latest.json"
+HISTORY_DIR = "history"
 MAX_HEADER_BYTES = 100 * 2**20
 
 
@@ -169,6 +171,22 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
     write_json_atomic(run_dir / LATEST, {"snapshot": final.name, "images_seen": int(state["images_seen"])})
     _prune(run_dir, keep, protect=final.name)
     return final
+
+
+def save_generator_history(run_dir: Path, cfg: GANConfig, G_ema: nn.Module, images_seen: int) -> Path:
+    """G_ema alone as history/G_ema-NNNNNNNNN.safetensors: small, loadable by generate and metrics,
+    and kept after the full snapshot it came with has been pruned."""
+    from ..util.atomic import atomic_path
+
+    path = Path(run_dir) / HISTORY_DIR / f"G_ema-{images_seen:09d}.safetensors"
+    meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
+    with atomic_path(path) as tmp:
+        save_file(module_tensors("G_ema", G_ema), str(tmp), metadata=meta)
+    return path
+
+
+def list_generator_history(run_dir: Path) -> list[Path]:
+    return sorted((Path(run_dir) / HISTORY_DIR).glob("G_ema-*.safetensors"))
 
 
 def _prune(run_dir: Path, keep: int, protect: str) -> None:

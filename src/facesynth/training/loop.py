@@ -51,6 +51,7 @@ class TrainOptions:
     device: str = "auto"
     workers: int | None = None
     keep_snapshots: int = 3
+    history: bool = True  # keep every snapshot's G_ema in history/ for metrics over the run
     grid_size: int = 32
     square: str = "crop"
     quiet: bool = False
@@ -348,6 +349,8 @@ class Trainer:
                     next_tick = (self.images_seen // tick_images + 1) * tick_images
                 if self.images_seen >= next_snap or done:
                     snap = self.save()
+                    if opts.history:
+                        ckpt.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
                     self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
                     tqdm.write(f"snapshot {snap.name} ({self.images_seen / 1000:.1f} kimg)", file=sys.stderr)
                     next_snap = (self.images_seen // snap_images + 1) * snap_images
