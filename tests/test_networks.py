@@ -126,3 +126,16 @@ def test_config_validation_refuses_absurd_values():
         GANConfig(channel_base=-4).validate()
     with pytest.raises(FacesynthError, match="unknown config keys"):
         GANConfig.from_dict({"resolution": 64, "evil": 1})
+
+
+def test_channel_overrides_thin_chosen_resolutions_and_are_validated():
+    from facesynth.errors import FacesynthError
+
+    cfg = GANConfig(resolution=64, channel_base=4096, channel_max=512, channel_overrides={"32": 64, "64": 32})
+    assert [cfg.channels_at(r) for r in cfg.block_resolutions] == [512, 512, 256, 64, 32]
+    G = Generator(cfg.replace(z_dim=32, w_dim=32))
+    assert G.synthesis.blocks[-1].conv1.conv.weight.shape[:2] == (32, 32)
+    with pytest.raises(FacesynthError, match="does not have"):
+        GANConfig(resolution=64, channel_overrides={"128": 8}).validate()
+    with pytest.raises(FacesynthError, match="channel count"):
+        GANConfig(resolution=64, channel_overrides={"64": -1}).validate()

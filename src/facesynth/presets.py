@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .errors import FacesynthError
 
@@ -27,9 +27,11 @@ class GANConfig:
     arch: str = "stylegan2"
     resolution: int = 64
     image_channels: int = 3
-    # Channels at resolution r are min(channel_base // r, channel_max).
+    # Channels at resolution r are min(channel_base // r, channel_max), unless channel_overrides
+    # names r (JSON object keys are strings): thin high-resolution layers make CPU presets cheap.
     channel_base: int = 4096
     channel_max: int = 512
+    channel_overrides: dict = field(default_factory=dict)
     z_dim: int = 512
     w_dim: int = 512
     mapping_layers: int = 8
@@ -59,6 +61,8 @@ class GANConfig:
         return int(math.log2(self.resolution))
 
     def channels_at(self, res: int) -> int:
+        if str(res) in self.channel_overrides:
+            return int(self.channel_overrides[str(res)])
         return min(self.channel_base // res, self.channel_max)
 
     @property
@@ -85,6 +89,13 @@ class GANConfig:
                 raise bad(f"{name} must be a positive integer, got {v!r}")
         if self.channel_max > MAX_CHANNELS or self.z_dim > MAX_DIM or self.w_dim > MAX_DIM:
             raise bad(f"channel_max/z_dim/w_dim exceed {MAX_CHANNELS}")
+        if not isinstance(self.channel_overrides, dict):
+            raise bad("channel_overrides must be an object mapping resolutions to channel counts")
+        for k, v in self.channel_overrides.items():
+            if str(k) not in {str(b) for b in self.block_resolutions}:
+                raise bad(f"channel_overrides names resolution {k!r}, which this {r}x{r} model does not have")
+            if not isinstance(v, int) or not 1 <= v <= MAX_CHANNELS:
+                raise bad(f"channel_overrides[{k!r}] must be a channel count between 1 and {MAX_CHANNELS}, got {v!r}")
         if self.channels_at(r) < 1:
             raise bad(f"channel_base {self.channel_base} leaves no channels at {r}x{r}")
         if self.image_channels not in (1, 3):
@@ -134,9 +145,10 @@ _register(GANConfig(
     description="32x32, G ~3M parameters: faces emerge within an hour on 2 CPU cores.",
 ))
 _register(GANConfig(
-    name="stylegan2-64-cpu", resolution=64, channel_base=4096, channel_max=512, z_dim=512, w_dim=512,
-    mapping_layers=8, batch=32, r1_gamma=0.2, ema_kimg=5.0, snapshot_kimg=5.0,
-    description="64x64, G ~13M parameters, weight concentrated at low resolutions to stay fast on a CPU.",
+    name="stylegan2-64-cpu", resolution=64, channel_base=4096, channel_max=512,
+    channel_overrides={"32": 64, "64": 32}, z_dim=512, w_dim=512, mapping_layers=8, batch=32,
+    r1_gamma=0.05, ema_kimg=5.0, snapshot_kimg=5.0,
+    description="64x64, G ~13M parameters, capacity at 4-16 px and thin 32-64 px layers: fast on a CPU.",
 ))
 _register(GANConfig(
     name="stylegan2-64-paper", resolution=64, channel_base=16384, channel_max=512, batch=64,
