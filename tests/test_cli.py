@@ -14,7 +14,7 @@ from facesynth.training.loop import TrainOptions, train
 def tiny_run(face_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
     train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=0.032, quiet=True,
-                       tensorboard=False, grid_size=4))
+                       tensorboard=False, grid_size=4, overrides={"snapshot_kimg": 0.016}))
     return out
 
 
@@ -111,3 +111,35 @@ def test_demo_runs_on_the_bundled_lfw_faces(tmp_path):
     faces = lfw_faces_array(tmp_path / "lfw.npy")
     grid = run_demo(tmp_path / "demo", data=faces, minutes=0.05)
     assert grid.is_file() and (tmp_path / "demo" / "run" / "latest.json").is_file()
+
+
+def test_metrics_over_every_point_of_a_run(tiny_run, face_dataset, tmp_path, capsys):
+    import json
+
+    log = tmp_path / "m.jsonl"
+    assert main(["metrics", "--ckpt", str(tiny_run), "--all", "--data", str(face_dataset), "--metrics", "swd",
+                 "--num", "16", "--out", str(log), "--quiet"]) == 0
+    points = ckpt.run_checkpoints(tiny_run)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == len(points) >= 2
+    assert [x["kimg"] for x in lines] == [n / 1000 for n, _ in points]
+    printed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert all("swd16_avg" in x for x in printed)
+
+
+def test_training_computes_metrics_at_each_snapshot(face_dataset, tmp_path):
+    import json
+
+    out = tmp_path / "r"
+    train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=0.032, quiet=True,
+                       tensorboard=False, grid_size=4, metrics="swd16", overrides={"snapshot_kimg": 0.016}))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["kimg"] for x in lines] == [0.016, 0.032]
+    assert all(x["metric"] == "swd16" and x["results"]["swd16_avg"] > 0 for x in lines)
+
+
+def test_training_refuses_unknown_metrics_before_training(face_dataset, tmp_path, capsys):
+    assert main(["train", "--data", str(face_dataset), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                 "--metrics", "fidd10k"]) == 2
+    assert "unknown metric 'fidd10k'" in _err(capsys)
+    assert not (tmp_path / "r" / "latest.json").exists()

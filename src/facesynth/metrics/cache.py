@@ -1,0 +1,96 @@
+"""Inception features of a data set, cached on disk by content so a training run pays for them once.
+
+The key is a SHA-256 of: the decoded pixels actually fed to the network (or, for data sets too large
+to preload, the raw bytes and names of their files plus the PIL version that decodes them), the
+resolution and square mode, the number of images, and the network file's own SHA-256.  A changed
+image, resolution or network gives a new key, never a stale hit.  Files are ``.npz`` (features float32,
+mu and sigma float64) written atomically and read with ``allow_pickle=False``; a damaged file is
+reported and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import PIL
+
+from ..data.loader import ImageDataset
+from ..util.atomic import atomic_path, check_writable_dir
+from .inception import FEATURE_DIM, FeatureExtractor, extract_features
+from .sources import dataset_batches, subset_indices
+from .stats import mean_cov
+
+ENV_VAR = "FACESYNTH_CACHE"
+FORMAT = "facesynth-inception-stats-1"
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Explicit folder, then $FACESYNTH_CACHE, then ~/.cache/facesynth."""
+    if path is None:
+        path = os.environ.get(ENV_VAR) or Path.home() / ".cache" / "facesynth"
+    return Path(path).expanduser()
+
+
+def dataset_key(dataset: ImageDataset, num: int, detector: str) -> str:
+    h = hashlib.sha256()
+    head = {"format": FORMAT, "detector": detector, "resolution": dataset.resolution, "square": dataset.square,
+            "num": num}
+    chosen = subset_indices(len(dataset), num)
+    if dataset.images is not None:
+        h.update(json.dumps({**head, "content": "pixels"}, sort_keys=True).encode())
+        h.update(np.ascontiguousarray(dataset.images[chosen]).data)
+    else:  # hashing decoded pixels would mean decoding a large set twice; the files identify it as well
+        h.update(json.dumps({**head, "content": "files", "pil": PIL.__version__}, sort_keys=True).encode())
+        for i in dataset.indices[chosen]:
+            payload = dataset.source.read(int(i))
+            data = payload.tobytes() if isinstance(payload, np.ndarray) else payload
+            name = dataset.source.names[int(i)].encode()
+            h.update(len(name).to_bytes(8, "little") + name + len(data).to_bytes(8, "little"))
+            h.update(data)
+    return h.hexdigest()
+
+
+def _read(path: Path, key: str, num: int) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {k: z[k] for k in ("key", "features", "mu", "sigma")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        print(f"{path}: damaged statistics cache ({type(e).__name__}); recomputing", file=sys.stderr)
+        return None
+    ok = (str(got["key"]) == key and got["features"].shape == (num, FEATURE_DIM)
+          and got["mu"].shape == (FEATURE_DIM,) and got["sigma"].shape == (FEATURE_DIM, FEATURE_DIM))
+    if not ok:
+        print(f"{path}: statistics cache does not match its name; recomputing", file=sys.stderr)
+        return None
+    return got
+
+
+def dataset_features(dataset: ImageDataset, num: int | None, extractor: FeatureExtractor, batch: int = 64,
+                     cache: str | os.PathLike | None = None, use_cache: bool = True,
+                     quiet: bool = False) -> dict:
+    """{"features", "mu", "sigma", "path"} for ``num`` images (``subset_indices``), from the cache when possible."""
+    n = len(dataset) if num is None else min(num, len(dataset))
+    key = dataset_key(dataset, n, extractor.identity)
+    path = None
+    if use_cache:
+        folder = check_writable_dir(cache_dir(cache) / "inception-stats")  # fail before the long part
+        path = folder / f"{dataset.path.stem}-{dataset.resolution}px-{n}-{key[:16]}.npz"
+        if path.is_file():
+            got = _read(path, key, n)
+            if got is not None:
+                if not quiet:
+                    print(f"using cached data-set statistics {path}", file=sys.stderr)
+                return {"features": got["features"], "mu": got["mu"], "sigma": got["sigma"], "path": path}
+    feats = extract_features(dataset_batches(dataset, batch, n), extractor, total=n,
+                             desc=f"inception {dataset.path.name}", quiet=quiet)
+    mu, sigma = mean_cov(feats)
+    if path is not None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, key=np.array(key), features=feats, mu=mu, sigma=sigma)
+    return {"features": feats, "mu": mu, "sigma": sigma, "path": path}

