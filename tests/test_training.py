@@ -28,9 +28,14 @@ def test_training_writes_snapshots_grids_and_stats(face_dataset, tmp_path):
     assert {"reals.png", "fakes-init.png", "stats.jsonl", "latest.json", "training_options.json"} <= names
     snaps = ckpt.list_snapshots(out)
     assert [s.name for s in snaps] == ["snapshot-000000048", "snapshot-000000096"]
+    from facesynth.util.atomic import dir_mode, file_mode
+
     for s in snaps:
         assert {p.name for p in s.iterdir()} == {"model.safetensors", "training.safetensors", "config.json",
                                                  "state.json"}
+        # Temp-file helpers create 0700/0600; snapshots get the permissions a plain mkdir/open would give.
+        assert s.stat().st_mode & 0o777 == dir_mode()
+        assert all(p.stat().st_mode & 0o777 == file_mode() for p in s.iterdir())
     lines = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
     assert lines and all("loss/G" in x and "img_per_s" in x and "mem_mb" in x for x in lines)
     assert any(p.name.startswith("fakes-0") for p in out.iterdir())

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import FacesynthError
 from ..presets import GANConfig
-from ..util.atomic import write_json_atomic
+from ..util.atomic import dir_mode, file_mode, write_json_atomic
 
 KIND = "facesynth-gan"
 FORMAT_VERSION = 1
@@ -156,8 +156,10 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
         (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         for f in tmp.iterdir():
+            os.chmod(f, file_mode())
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, dir_mode())  # mkdtemp makes 0700
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -23,7 +23,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; give the file normal permissions
     except OSError as e:
         raise FacesynthError(f"{path}: cannot write here ({e.strerror or e})") from None
     tmp = Path(tmp)
@@ -44,6 +44,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_mode() -> int:
+    """Permissions a plain open() would give a new file (temp-file helpers make 0600)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_umask()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
