@@ -6,6 +6,9 @@ results/train_speed.json and results/train_speed.md.  Also times the two forms
 of the modulated convolution side by side (ratio), which decides the default.
 
     python benchmarks/train_speed.py [--presets stylegan2-64-cpu,stylegan2-32-cpu] [--steps 32]
+
+A progressively grown preset is timed at one stage with NAME@RES (e.g. progan-64@32: the stable
+32x32 phase, with that phase's batch size); without @RES, at its final resolution.
 """
 
 from __future__ import annotations
@@ -43,13 +46,20 @@ def make_data(res: int, tmp: Path) -> tuple[Path, str]:
     return dest, "random pixels (../shared absent)"
 
 
-def time_preset(name: str, steps: int, tmp: Path, grouped: bool | None = None) -> dict:
+def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None) -> dict:
+    name, _, stage = spec.partition("@")
     cfg = get_preset(name)
+    res = int(stage) if stage else cfg.resolution
     data, data_desc = make_data(cfg.resolution, tmp)
-    out = tmp / f"run-{name}-{grouped}"
+    out = tmp / f"run-{spec}-{grouped}"
     trainer = Trainer(TrainOptions(data=str(data), out=str(out), preset=name, kimg=1e6, quiet=True,
                                    tensorboard=False))
-    batches = batch_iterator(trainer.dataset, cfg.batch, 0)
+    stable = [p for p in trainer.schedule.phases if p.resolution == res and p.kind == "stable"]
+    if not stable:
+        raise SystemExit(f"{name} never trains at {res}x{res}")
+    trainer._set_growth(trainer.schedule.at(stable[0].start))
+    batch = trainer.growth.batch
+    batches = batch_iterator(trainer.dataset, batch, 0, resolution=res)
     original = layers.MODCONV_FORM
     if grouped is not None:  # force one form of the modulated convolution for the comparison
         layers.MODCONV_FORM = "grouped" if grouped else "shared"
@@ -66,8 +76,8 @@ def time_preset(name: str, steps: int, tmp: Path, grouped: bool | None = None) -
     finally:
         layers.MODCONV_FORM = original
     counts = parameter_counts(cfg)
-    return {"preset": name, "resolution": cfg.resolution, "batch": cfg.batch, "G_params": counts["G"],
-            "D_params": counts["D"], "steps": steps, "seconds": dt, "img_per_s": steps * cfg.batch / dt,
+    return {"preset": name, "resolution": res, "batch": batch, "G_params": counts["G"],
+            "D_params": counts["D"], "steps": steps, "seconds": dt, "img_per_s": steps * batch / dt,
             "data": data_desc, "modconv": {None: "default", True: "grouped", False: "shared"}[grouped]}
 
 

@@ -26,7 +26,7 @@ from facesynth.metrics.stats import (
     precision_recall,
 )
 from facesynth.metrics.swd import laplacian_pyramid, swd_from_batches
-from facesynth.nets.stylegan2 import Generator
+from facesynth.nets.generator import Generator
 from facesynth.presets import get_preset
 
 # --------------------------------------------------------------------------- helpers and fixtures

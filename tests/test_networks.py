@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from facesynth.nets.discriminator import Discriminator
-from facesynth.nets.stylegan2 import Generator
+from facesynth.nets.generator import Generator
 from facesynth.presets import PRESETS, GANConfig, get_preset
 from facesynth.synthesis.generate import generate_images
 from facesynth.training.loop import mixed_ws

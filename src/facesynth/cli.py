@@ -52,7 +52,11 @@ def cmd_presets(args) -> int:
         return 0
     for name, cfg, counts in rows:
         extra = f"  G {counts['G'] / 1e6:.1f}M D {counts['D'] / 1e6:.1f}M" if counts else ""
-        print(f"{name:22s} {cfg.resolution:5d}²  batch {cfg.batch:3d}{extra}  {cfg.description}")
+        print(f"{name:22s} {cfg.arch:9s} {cfg.resolution:5d}²  batch {cfg.batch:3d}{extra}  {cfg.description}")
+        if args.schedule and cfg.progressive:
+            from .training.growth import GrowthSchedule
+
+            print("    " + GrowthSchedule(cfg).table().replace("\n", "\n    "))
     return 0
 
 
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("presets", help="list the named model configurations")
     s.add_argument("--params", action="store_true", help="also count parameters (builds each network)")
     s.add_argument("--json", action="store_true", help="print full configs as JSON")
+    s.add_argument("--schedule", action="store_true", help="also print each progressive preset's growth schedule")
     s.set_defaults(func=cmd_presets)
 
     s = sub.add_parser("dataset", help="turn a folder, zip or .npy/.npz of images into a training zip")

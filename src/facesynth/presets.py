@@ -24,6 +24,8 @@ class GANConfig:
     """Architecture and training hyper-parameters of one GAN model."""
 
     name: str = "custom"
+    # stylegan2: modulated/demodulated convs, skip G, residual D.  stylegan1: AdaIN + noise, plain D.
+    # progan: pixel norm, no mapping network (mapping_layers=0), plain D.
     arch: str = "stylegan2"
     resolution: int = 64
     image_channels: int = 3
@@ -38,6 +40,9 @@ class GANConfig:
     mapping_lr_multiplier: float = 0.01
     mbstd_group: int = 4
     # Training
+    loss: str = "logistic"  # "logistic" (non-saturating, R1) or "wgan-gp" (ProGAN: gradient penalty + drift)
+    gp_lambda: float = 10.0
+    drift_weight: float = 0.001  # epsilon * D(real)^2 keeps WGAN critic outputs near zero
     batch: int = 32
     g_lr: float = 0.0025
     d_lr: float = 0.0025
@@ -53,6 +58,16 @@ class GANConfig:
     w_avg_beta: float = 0.995
     xflip: bool = True
     snapshot_kimg: float = 10.0
+    # Progressive growing (ProGAN): a stable phase at start_resolution, then for each higher resolution a
+    # fade-in phase (alpha 0 -> 1) and a stable phase.  Batch size and learning rate may differ per
+    # resolution (keys are resolutions as strings, as in JSON).
+    progressive: bool = False
+    start_resolution: int = 4
+    fade_kimg: float = 600.0
+    stable_kimg: float = 600.0
+    batch_per_res: dict = field(default_factory=dict)
+    lr_per_res: dict = field(default_factory=dict)
+    reset_adam_on_grow: bool = True
     description: str = ""
 
     # ----------------------------------------------------------------- derived
@@ -71,8 +86,25 @@ class GANConfig:
 
     @property
     def num_ws(self) -> int:
-        """One w per convolution, plus one for the last toRGB (others share the next conv's w)."""
-        return 2 * self.log2_resolution - 2
+        return self.num_ws_at(self.resolution)
+
+    def num_ws_at(self, res: int) -> int:
+        """How many w's a model of this kind uses up to resolution ``res``.
+
+        StyleGAN2: one per convolution plus one for the last toRGB (the others share the next conv's).
+        StyleGAN1: one per AdaIN, two per resolution.  ProGAN: the single (normalised) latent.
+        """
+        if self.arch == "progan":
+            return 1
+        return 2 * int(math.log2(res)) - 2
+
+    def batch_at(self, res: int) -> int:
+        return int(self.batch_per_res.get(str(res), self.batch))
+
+    def lr_at(self, res: int) -> tuple[float, float]:
+        """(G, D) learning rates at a resolution: lr_per_res overrides both when it names the resolution."""
+        lr = self.lr_per_res.get(str(res))
+        return (self.g_lr, self.d_lr) if lr is None else (float(lr), float(lr))
 
     def validate(self, source: str = "config") -> "GANConfig":
         def bad(msg: str) -> FacesynthError:
@@ -81,12 +113,19 @@ class GANConfig:
         r = self.resolution
         if not isinstance(r, int) or r < 4 or r > MAX_RESOLUTION or (r & (r - 1)) != 0:
             raise bad(f"resolution must be a power of two between 4 and {MAX_RESOLUTION}, got {r!r}")
-        if self.arch not in ("stylegan2",):
-            raise bad(f"unknown arch {self.arch!r} (known: stylegan2)")
-        for name in ("channel_base", "channel_max", "z_dim", "w_dim", "mapping_layers", "batch", "image_channels"):
+        if self.arch not in ARCHS:
+            raise bad(f"unknown arch {self.arch!r} (known: {', '.join(ARCHS)})")
+        if self.loss not in LOSSES:
+            raise bad(f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
+        for name in ("channel_base", "channel_max", "z_dim", "w_dim", "batch", "image_channels"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise bad(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.mapping_layers, int) or self.mapping_layers < 0:
+            raise bad(f"mapping_layers must be a non-negative integer, got {self.mapping_layers!r}")
+        if self.mapping_layers == 0 and self.w_dim != self.z_dim:
+            raise bad("without mapping layers w is the normalised z, so w_dim must equal z_dim")
+        self._validate_growth(bad)
         if self.channel_max > MAX_CHANNELS or self.z_dim > MAX_DIM or self.w_dim > MAX_DIM:
             raise bad(f"channel_max/z_dim/w_dim exceed {MAX_CHANNELS}")
         if not isinstance(self.channel_overrides, dict):
@@ -103,6 +142,24 @@ class GANConfig:
         if self.mapping_layers > 32:
             raise bad(f"mapping_layers must be at most 32, got {self.mapping_layers}")
         return self
+
+    def _validate_growth(self, bad) -> None:
+        s = self.start_resolution
+        if not isinstance(s, int) or s < 4 or s > self.resolution or (s & (s - 1)) != 0:
+            raise bad(f"start_resolution must be a power of two between 4 and {self.resolution}, got {s!r}")
+        if self.progressive and not (self.fade_kimg > 0 and self.stable_kimg > 0):
+            raise bad("progressive growing needs positive fade_kimg and stable_kimg")
+        for name in ("batch_per_res", "lr_per_res"):
+            table = getattr(self, name)
+            if not isinstance(table, dict):
+                raise bad(f"{name} must be an object mapping resolutions to values")
+            for k, v in table.items():
+                if str(k) not in {str(b) for b in self.block_resolutions}:
+                    raise bad(f"{name} names resolution {k!r}, which this {self.resolution}x{self.resolution} "
+                              "model does not have")
+                ok = isinstance(v, int) and v > 0 if name == "batch_per_res" else isinstance(v, (int, float)) and v > 0
+                if not ok:
+                    raise bad(f"{name}[{k!r}] must be positive, got {v!r}")
 
     # ----------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict:
@@ -126,6 +183,8 @@ class GANConfig:
         return dataclasses.replace(self, **changes)
 
 
+ARCHS = ("stylegan2", "stylegan1", "progan")
+LOSSES = ("logistic", "wgan-gp")
 PRESETS: dict[str, GANConfig] = {}
 
 
@@ -171,6 +230,67 @@ _register(GANConfig(
     description="1024x1024 StyleGAN2 config F (FFHQ); for multi-GPU machines.",
 ))
 
+# ProGAN and StyleGAN (v1), grown progressively from 4x4.  CPU presets: 256 channels at 4-8 px, then
+# 128, 64, 32 (512-channel layers cost as much at 4-8 px as the whole 64x64 top does), and 3 kimg per
+# phase: 64x64 is reached after 27 kimg (under an hour on 2 cores) and trained at until --kimg.
+_CPU_64 = dict(resolution=64, channel_base=4096, channel_max=256, channel_overrides={"16": 128, "32": 64, "64": 32},
+               progressive=True, start_resolution=4, fade_kimg=3.0, stable_kimg=3.0,
+               batch_per_res={"4": 64, "8": 64, "16": 32, "32": 32, "64": 32}, batch=32,
+               ema_kimg=5.0, snapshot_kimg=5.0)
+# The papers' schedules: 600k images per phase; ProGAN batch 16 up to 128x128 and fewer above it
+# (CelebA-HQ); StyleGAN from 8x8 with its per-resolution batch and learning-rate tables (FFHQ, 8 GPUs).
+_PROGAN_PAPER = dict(arch="progan", loss="wgan-gp", z_dim=512, w_dim=512, mapping_layers=0, g_lr=0.001,
+                     d_lr=0.001, style_mixing_prob=0.0, r1_gamma=0.0, ema_kimg=10.0, snapshot_kimg=100.0,
+                     channel_base=16384, channel_max=512, progressive=True, fade_kimg=600.0, stable_kimg=600.0,
+                     batch=16, batch_per_res={"256": 14, "512": 6, "1024": 3})
+_STYLEGAN1_PAPER = dict(arch="stylegan1", z_dim=512, w_dim=512, mapping_layers=8, g_lr=0.001, d_lr=0.001,
+                        r1_gamma=10.0, r1_interval=1, ema_kimg=10.0, snapshot_kimg=100.0, channel_base=16384,
+                        channel_max=512, progressive=True, start_resolution=8, fade_kimg=600.0,
+                        stable_kimg=600.0, batch=32,
+                        batch_per_res={"8": 256, "16": 128, "32": 64, "64": 32, "128": 16, "256": 8, "512": 4,
+                                       "1024": 4},
+                        lr_per_res={"128": 0.0015, "256": 0.002, "512": 0.003, "1024": 0.003})
+
+
+def _paper(base: dict, resolution: int, **changes) -> dict:
+    """A paper configuration at one resolution: its per-resolution tables cut to the model's resolutions."""
+    cfg = {**base, **changes, "resolution": resolution}
+    for key in ("batch_per_res", "lr_per_res"):
+        cfg[key] = {k: v for k, v in cfg.get(key, {}).items() if int(k) <= resolution}
+    return cfg
+
+
+_register(GANConfig(
+    name="progan-64", arch="progan", loss="wgan-gp", z_dim=512, w_dim=512, mapping_layers=0, g_lr=0.001,
+    d_lr=0.001, style_mixing_prob=0.0, r1_gamma=0.0, **_CPU_64,
+    description="ProGAN grown 4->64: pixel norm, WGAN-GP + drift; CPU-sized.",
+))
+_register(GANConfig(
+    name="stylegan1-64", arch="stylegan1", z_dim=512, w_dim=512, mapping_layers=8, g_lr=0.001, d_lr=0.001,
+    r1_gamma=0.05, **_CPU_64,
+    description="StyleGAN v1 grown 4->64: AdaIN, noise, const input, mixing reg, R1; CPU-sized.",
+))
+_register(GANConfig(
+    name="progan-32-paper", **_paper(_PROGAN_PAPER, 32),
+    description="ProGAN at the paper's capacity (512 channels) up to 32x32: G 20.7M.",
+))
+_register(GANConfig(
+    name="progan-256-paper", **_paper(_PROGAN_PAPER, 256),
+    description="ProGAN 256x256 at the paper's capacity and schedule; for GPUs.",
+))
+_register(GANConfig(
+    name="progan-1024-paper", **_paper(_PROGAN_PAPER, 1024),
+    description="ProGAN CelebA-HQ 1024x1024 (G 23M) with the paper's schedule; for multi-GPU machines.",
+))
+_register(GANConfig(
+    name="stylegan1-256-paper", **_paper(_STYLEGAN1_PAPER, 256),
+    description="StyleGAN v1 256x256 at the paper's capacity and schedule; for GPUs.",
+))
+_register(GANConfig(
+    name="stylegan1-1024-paper", **_paper(_STYLEGAN1_PAPER, 1024),
+    description="StyleGAN v1 FFHQ 1024x1024 (G 26.2M) with the paper's schedule; for multi-GPU machines.",
+))
+
 
 def get_preset(name: str) -> GANConfig:
     try:
@@ -180,10 +300,9 @@ def get_preset(name: str) -> GANConfig:
 
 
 def parameter_counts(cfg: GANConfig) -> dict[str, int]:
-    from .nets.discriminator import Discriminator
-    from .nets.stylegan2 import Generator
+    from .nets import build_discriminator, build_generator
 
-    g, d = Generator(cfg), Discriminator(cfg)
+    g, d = build_generator(cfg), build_discriminator(cfg)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return {"G": count(g), "G.mapping": count(g.mapping), "D": count(d)}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import FacesynthError
@@ -42,6 +43,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.bad: list[str] = []
         self._reported: set[int] = set()
         self.images: np.ndarray | None = None
+        self._downscaled: dict[int, np.ndarray] = {}
         if preload is None:
             preload = n * 3 * resolution * resolution <= PRELOAD_LIMIT_BYTES
         if preload:
@@ -79,6 +81,18 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def images_at(self, resolution: int) -> np.ndarray:
+        """The preloaded images box-filtered down to ``resolution`` (computed once, then cached)."""
+        if self.images is None:
+            raise ValueError("images_at needs a preloaded data set")
+        if resolution == self.resolution:
+            return self.images
+        if resolution not in self._downscaled:
+            chunks = [box_downscale(torch.from_numpy(c), resolution).numpy()
+                      for c in np.array_split(self.images, max(1, len(self.images) // 1024))]
+            self._downscaled[resolution] = np.concatenate(chunks)
+        return self._downscaled[resolution]
+
     def __getitem__(self, k: int) -> torch.Tensor:
         if self.images is not None:
             return torch.from_numpy(self.images[k])
@@ -92,6 +106,14 @@ class ImageDataset(torch.utils.data.Dataset):
                     self._reported.add(j)
                     print(f"skipped {e}", file=sys.stderr)
         raise FacesynthError(f"{self.path}: no readable images left")
+
+
+def box_downscale(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 [N, C, R, R] -> uint8 [N, C, r, r]: each output pixel the rounded mean of an (R/r)² block."""
+    factor = images.shape[-1] // resolution
+    if factor <= 1:
+        return images
+    return F.avg_pool2d(images.float(), factor).round_().to(torch.uint8)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -113,18 +135,24 @@ class EpochSampler(torch.utils.data.Sampler):
                 pos += 1
 
 
-def batch_iterator(dataset: ImageDataset, batch: int, seed: int, start: int = 0, workers: int | None = None):
-    """Yields uint8 batches forever, starting ``start`` images into the seeded stream."""
+def batch_iterator(dataset: ImageDataset, batch: int, seed: int, start: int = 0, workers: int | None = None,
+                   resolution: int | None = None):
+    """Yields uint8 batches forever, starting ``start`` images into the seeded stream.
+
+    ``resolution`` below the data set's serves the same images box-filtered down (progressive growing).
+    """
+    resolution = resolution or dataset.resolution
     if workers is None:
         workers = 0 if dataset.images is not None else min(4, os.cpu_count() or 1)
     sampler = EpochSampler(len(dataset), seed, start)
     if workers == 0 and dataset.images is not None:
         it = iter(sampler)
-        images = torch.from_numpy(dataset.images)
+        images = torch.from_numpy(dataset.images_at(resolution))
         while True:
             idx = torch.tensor([next(it) for _ in range(batch)])
             yield images[idx]
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                                          prefetch_factor=4 if workers > 0 else None)
-    yield from loader
+    for images in loader:
+        yield box_downscale(images, resolution)

@@ -13,7 +13,7 @@ from ..synthesis.generate import seed_latents
 
 
 def generator_resolution(G) -> int:
-    return int(G.synthesis.resolution)
+    return int(G.synthesis.output_resolution)
 
 
 def module_device(G) -> torch.device:

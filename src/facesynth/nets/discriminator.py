@@ -1,5 +1,11 @@
-"""Residual discriminator (StyleGAN2): fromRGB at full resolution, residual
-down-sampling blocks, then minibatch standard deviation and a small head at 4x4."""
+"""Discriminators: fromRGB, one down-sampling block per resolution, then minibatch standard
+deviation and a small head at 4x4.
+
+StyleGAN2 uses residual blocks; ProGAN and StyleGAN1 plain ones (two 3x3 convolutions, then
+average pooling for ProGAN, blur + strided convolution for StyleGAN1).  A progressively grown
+discriminator has a fromRGB at every resolution it trains at and, while a new resolution fades
+in, blends the new block's output with the fromRGB of the box-down-sampled image below.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import torch
 from torch import nn
 
 from ..presets import GANConfig
+from .growth import Growable, downsample_box, fade
 from .layers import EqualConv2d, EqualLinear, MinibatchStdDev
 
 SQRT_HALF = math.sqrt(0.5)
@@ -29,6 +36,20 @@ class DiscriminatorBlock(nn.Module):
         return x + y
 
 
+class PlainDiscriminatorBlock(nn.Module):
+    """Two 3x3 convs then 2x down-sampling: average pooling (ProGAN) or blur + strided conv (StyleGAN1)."""
+
+    def __init__(self, in_ch: int, out_ch: int, blur: bool):
+        super().__init__()
+        self.blur = blur
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3, activation="lrelu")
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, activation="lrelu", down=blur)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(self.conv0(x))
+        return x if self.blur else downsample_box(x)
+
+
 class DiscriminatorEpilogue(nn.Module):
     def __init__(self, in_ch: int, mbstd_group: int):
         super().__init__()
@@ -42,22 +63,51 @@ class DiscriminatorEpilogue(nn.Module):
         return self.out(self.fc(x.flatten(1)))
 
 
-class Discriminator(nn.Module):
+def _block(cfg: GANConfig, res: int) -> nn.Module:
+    in_ch, out_ch = cfg.channels_at(res), cfg.channels_at(res // 2)
+    if cfg.arch == "stylegan2":
+        return DiscriminatorBlock(in_ch, out_ch)
+    return PlainDiscriminatorBlock(in_ch, out_ch, blur=cfg.arch == "stylegan1")
+
+
+class Discriminator(nn.Module, Growable):
     """image -> one realness logit per image."""
 
     def __init__(self, cfg: GANConfig):
         super().__init__()
         self.cfg = cfg
         top = cfg.resolution
+        self.init_growth(top)
         self.fromrgb = EqualConv2d(cfg.image_channels, cfg.channels_at(top), 1, activation="lrelu")
-        self.blocks = nn.ModuleList([
-            DiscriminatorBlock(cfg.channels_at(res), cfg.channels_at(res // 2))
-            for res in reversed(cfg.block_resolutions[1:])
-        ])
+        # blocks[i] takes resolution top / 2**i down to half of it.
+        self.resolutions = list(reversed(cfg.block_resolutions[1:]))
+        self.blocks = nn.ModuleList([_block(cfg, res) for res in self.resolutions])
+        # Progressive growing reads images at every resolution from start_resolution up.
+        below = [r for r in cfg.block_resolutions[:-1] if r >= cfg.start_resolution] if cfg.progressive else []
+        self.fromrgb_below = nn.ModuleDict({
+            str(r): EqualConv2d(cfg.image_channels, cfg.channels_at(r), 1, activation="lrelu") for r in below})
         self.epilogue = DiscriminatorEpilogue(cfg.channels_at(4), cfg.mbstd_group)
 
+    def _fromrgb(self, res: int) -> nn.Module:
+        if res == self.max_resolution:
+            return self.fromrgb
+        if str(res) not in self.fromrgb_below:
+            raise ValueError(f"this discriminator reads {self.max_resolution}x{self.max_resolution} images only "
+                             f"(progressive growing from {self.cfg.start_resolution} gives it lower ones); "
+                             f"got {res}x{res}")
+        return self.fromrgb_below[str(res)]
+
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = self.fromrgb(img)
-        for block in self.blocks:
+        res = self.growth_resolution
+        if img.shape[-1] != res or img.shape[-2] != res:
+            raise ValueError(f"expected {res}x{res} images at the current growth stage, "
+                             f"got {img.shape[-2]}x{img.shape[-1]}")
+        first = self.resolutions.index(res) if res > 4 else len(self.blocks)
+        x = self._fromrgb(res)(img)
+        if first < len(self.blocks):
+            x = self.blocks[first](x)
+            if self.fading:
+                x = fade(self._fromrgb(res // 2)(downsample_box(img)), x, self.growth_alpha)
+        for block in self.blocks[first + 1:]:
             x = block(x)
         return self.epilogue(x)

@@ -1,4 +1,4 @@
-"""StyleGAN2 generator: mapping network z -> w and a skip-architecture synthesis network.
+"""StyleGAN2 synthesis network: the skip architecture with weight-demodulated convolutions.
 
 Layout follows Karras et al. 2020 ("config F"): a learned 4x4 constant, two
 style-modulated 3x3 convolutions per resolution (the first up-sampling), noise
@@ -13,52 +13,8 @@ import torch
 from torch import nn
 
 from ..presets import GANConfig
-from .layers import (
-    EqualLinear,
-    ModulatedConv2d,
-    NoiseInjection,
-    activate,
-    make_fir_kernel,
-    normalize_2nd_moment,
-    upsample2d,
-)
-
-
-class MappingNetwork(nn.Module):
-    """z -> w: normalised input, ``num_layers`` fully connected layers at a reduced learning rate."""
-
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.995):
-        super().__init__()
-        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
-        self.w_avg_beta = w_avg_beta
-        dims = [z_dim] + [w_dim] * num_layers
-        self.layers = nn.Sequential(*[
-            EqualLinear(dims[i], dims[i + 1], lr_multiplier=lr_multiplier, activation="lrelu")
-            for i in range(num_layers)
-        ])
-        # Running mean of w: the centre that truncation pulls toward.
-        self.register_buffer("w_avg", torch.zeros(w_dim))
-
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                update_w_avg: bool = False) -> torch.Tensor:
-        w = self.layers(normalize_2nd_moment(z.to(torch.float32)))
-        if update_w_avg:
-            with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
-        if truncation_psi != 1.0:
-            ws = truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
-        return ws
-
-
-def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
-    """The truncation trick: pull the first ``cutoff`` layers' w toward the mean by factor psi."""
-    if cutoff is None:
-        return w_avg.lerp(ws, psi)
-    ws = ws.clone()
-    ws[:, :cutoff] = w_avg.lerp(ws[:, :cutoff], psi)
-    return ws
+from .growth import Growable
+from .layers import ModulatedConv2d, NoiseInjection, activate, make_fir_kernel, upsample2d
 
 
 class StyledConv(nn.Module):
@@ -106,8 +62,9 @@ class SynthesisBlock(nn.Module):
             self.register_buffer("fir", make_fir_kernel(), persistent=False)
         self.torgb = ToRGB(out_ch, image_channels, w_dim)
 
-    def forward(self, x, img, ws, noise_mode="random"):
-        # ws: [batch, num_conv + 1, w_dim]; the last one feeds toRGB.
+    def forward(self, x, img, ws, noise_mode="random", alpha: float = 1.0):
+        # ws: [batch, num_conv + 1, w_dim]; the last one feeds toRGB.  alpha < 1 fades this block's
+        # image contribution in during progressive growing (alpha = 0: the up-sampled image below).
         if self.is_first:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = self.conv1(x, ws[:, 0], noise_mode)
@@ -115,14 +72,19 @@ class SynthesisBlock(nn.Module):
             x = self.conv0(x, ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
         y = self.torgb(x, ws[:, self.num_conv])
+        if alpha < 1.0:
+            y = y * alpha
         img = y if img is None else upsample2d(img, self.fir) + y
         return x, img
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(nn.Module, Growable):
     def __init__(self, cfg: GANConfig):
         super().__init__()
+        self.cfg = cfg
         self.resolution = cfg.resolution
+        self.init_growth(cfg.resolution)
+        self.register_buffer("fir", make_fir_kernel(), persistent=False)
         self.num_ws = cfg.num_ws
         self.w_dim = cfg.w_dim
         blocks = []
@@ -139,6 +101,18 @@ class SynthesisNetwork(nn.Module):
             i += b.num_conv
         self.w_starts = starts
 
+    @property
+    def output_resolution(self) -> int:
+        return self.growth_resolution
+
+    @property
+    def active_num_ws(self) -> int:
+        return self.cfg.num_ws_at(self.growth_resolution)
+
+    def upsample_image(self, img: torch.Tensor) -> torch.Tensor:
+        """How an image from the resolution below enters this one (the skip connections' up-sampling)."""
+        return upsample2d(img, self.fir)
+
     def layer_resolutions(self) -> list[int]:
         """The resolution that each of the ``num_ws`` w vectors styles (for coarse/middle/fine mixing)."""
         out = []
@@ -151,24 +125,10 @@ class SynthesisNetwork(nn.Module):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must be [batch, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         x = img = None
-        for block, start in zip(self.blocks, self.w_starts):
-            x, img = block(x, img, ws[:, start:start + block.num_conv + 1], noise_mode)
+        last = self.growth_level
+        for i, (block, start) in enumerate(zip(self.blocks[:last + 1], self.w_starts)):
+            alpha = self.growth_alpha if i == last else 1.0
+            x, img = block(x, img, ws[:, start:start + block.num_conv + 1], noise_mode, alpha)
         return img
 
 
-class Generator(nn.Module):
-    """z -> image in [-1, 1] (roughly; outputs are not clamped during training)."""
-
-    def __init__(self, cfg: GANConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.z_dim = cfg.z_dim
-        self.num_ws = cfg.num_ws
-        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
-                                      cfg.mapping_lr_multiplier, cfg.w_avg_beta)
-        self.synthesis = SynthesisNetwork(cfg)
-
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "random") -> torch.Tensor:
-        ws = self.mapping(z, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode)

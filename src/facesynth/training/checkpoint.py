@@ -139,6 +139,14 @@ def snapshot_name(images_seen: int) -> str:
     return f"{SNAPSHOT_PREFIX}{images_seen:09d}"
 
 
+def model_metadata(cfg: GANConfig, generator: nn.Module | None) -> dict[str, str]:
+    """The safetensors metadata of a model file: its kind, the config, and where growing stood."""
+    meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
+    if generator is not None and hasattr(generator, "growth_state"):
+        meta["growth"] = json.dumps(generator.growth_state())
+    return meta
+
+
 def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], training: dict[str, torch.Tensor],
                   state: dict, keep: int = 3) -> Path:
     """Write one complete snapshot folder atomically and point latest.json at it."""
@@ -149,8 +157,7 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
         tensors = {}
         for prefix, m in models.items():
             tensors.update(module_tensors(prefix, m))
-        meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
-        save_file(tensors, str(tmp / MODEL_FILE), metadata=meta)
+        save_file(tensors, str(tmp / MODEL_FILE), metadata=model_metadata(cfg, models.get("G_ema")))
         save_file({k: v.contiguous() for k, v in training.items()}, str(tmp / TRAINING_FILE),
                   metadata={"kind": KIND + "-training", "format": str(FORMAT_VERSION)})
         (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -181,9 +188,8 @@ def save_generator_history(run_dir: Path, cfg: GANConfig, G_ema: nn.Module, imag
     from ..util.atomic import atomic_path
 
     path = Path(run_dir) / HISTORY_DIR / f"G_ema-{images_seen:09d}.safetensors"
-    meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
     with atomic_path(path) as tmp:
-        save_file(module_tensors("G_ema", G_ema), str(tmp), metadata=meta)
+        save_file(module_tensors("G_ema", G_ema), str(tmp), metadata=model_metadata(cfg, G_ema))
     return path
 
 
@@ -245,6 +251,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_model_file(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor]]:
     """Config and tensors of a model.safetensors, refusing files of any other kind."""
+    cfg, tensors, _ = read_model(path)
+    return cfg, tensors
+
+
+def read_model(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor], dict]:
+    """Config, tensors and growth state ({} for a model trained at full resolution) of a model file."""
     path = resolve_checkpoint(path)
     meta = check_safetensors(path)
     if meta.get("kind") != KIND:
@@ -254,16 +266,33 @@ def read_model_file(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor
     except ValueError:
         raise FacesynthError(f"{path}: checkpoint config is not valid JSON") from None
     cfg = GANConfig.from_dict(cfg_dict, source=str(path))
-    return cfg, read_safetensors(path)
+    try:
+        growth = json.loads(meta.get("growth", "{}"))
+        if not isinstance(growth, dict):
+            raise ValueError
+    except ValueError:
+        raise FacesynthError(f"{path}: checkpoint growth state is not a JSON object") from None
+    return cfg, read_safetensors(path), growth
+
+
+def apply_growth(module: nn.Module, growth: dict, source: str) -> None:
+    """Put a network at the resolution and fade-in it was saved at."""
+    if not growth:
+        return
+    try:
+        module.set_growth(int(growth["resolution"]), float(growth.get("alpha", 1.0)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise FacesynthError(f"{source}: bad growth state {growth!r} ({e})") from None
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", which: str = "G_ema"):
-    """Rebuild the (EMA) generator of a checkpoint, ready for inference."""
-    from ..nets.stylegan2 import Generator
+    """Rebuild the (EMA) generator of a checkpoint, ready for inference, at the resolution it was saved at."""
+    from ..nets import build_generator
 
-    cfg, tensors = read_model_file(path)
-    g = Generator(cfg)
+    cfg, tensors, growth = read_model(path)
+    g = build_generator(cfg)
     if not any(k.startswith(which + ".") for k in tensors):
         which = "G"
     load_module_tensors(g, tensors, which, str(path))
+    apply_growth(g, growth, str(path))
     return g.eval().requires_grad_(False).to(device)

@@ -1,9 +1,12 @@
-"""The StyleGAN2 training loop.
+"""The GAN training loop, for every architecture and for progressive growing.
 
 Phases per step follow StyleGAN2-ADA: G main (non-saturating loss), G reg
 (path length, lazy), D main (logistic loss), D reg (R1, lazy); lazy phases run
 every N steps with their losses scaled by N and Adam's lr/betas adjusted by
-N / (N + 1).  Everything that influences the next step — weights, Adam moments,
+N / (N + 1).  With the WGAN-GP loss (ProGAN) the gradient penalty and drift
+term are part of every D step.  A progressive run follows ``GrowthSchedule``:
+resolution, fade-in alpha, batch size and learning rate are functions of the
+images seen.  Everything that influences the next step — weights, Adam moments,
 RNG states, the data position, running means — lives in the snapshot, so a
 resumed run continues exactly where an uninterrupted one would be.
 """
@@ -24,18 +27,26 @@ from tqdm import tqdm
 
 from ..data.loader import ImageDataset, batch_iterator
 from ..errors import FacesynthError
-from ..nets.discriminator import Discriminator
-from ..nets.stylegan2 import Generator
+from ..nets import build_discriminator, build_generator
+from ..nets.growth import downsample_box, fade
 from ..presets import get_preset
 from ..util.atomic import check_writable_dir, write_json_atomic
 from ..util.grid import save_grid
 from . import checkpoint as ckpt
-from .losses import discriminator_loss, generator_loss, path_length_penalty, r1_penalty
+from .growth import GrowthPoint, GrowthSchedule
+from .losses import (
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    path_length_penalty,
+    r1_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
 
 # Config fields that may be changed when resuming (they do not alter the networks' shapes).
 RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_weight", "pl_interval", "snapshot_kimg",
-                       "ema_kimg", "ema_rampup", "xflip",
-                       "style_mixing_prob"}
+                       "ema_kimg", "ema_rampup", "xflip", "style_mixing_prob", "gp_lambda", "drift_weight"}
 
 
 @dataclass
@@ -83,15 +94,19 @@ def make_optimizer(params, lr: float, reg_interval: int | None) -> torch.optim.A
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
 
 
-def mixed_ws(G: Generator, z: torch.Tensor, prob: float, update_w_avg: bool = False) -> torch.Tensor:
-    """Map z to ws; with probability ``prob`` the layers from a random crossover on come from a second z."""
+def mixed_ws(G, z: torch.Tensor, prob: float, update_w_avg: bool = False) -> torch.Tensor:
+    """Map z to ws; with probability ``prob`` the layers from a random crossover on come from a second z.
+
+    The crossover is drawn among the layers in use at the current growth stage (all of them when
+    the network is fully grown), so mixing always has an effect.
+    """
     ws = G.mapping(z, update_w_avg=update_w_avg)
-    if prob > 0:
-        num_ws = ws.shape[1]
+    num_ws = getattr(G.synthesis, "active_num_ws", ws.shape[1])
+    if prob > 0 and num_ws > 1:
         cutoff = int(torch.randint(1, num_ws, ()).item())
         if float(torch.rand(())) >= prob:
             cutoff = num_ws
-        if cutoff < num_ws:
+        if cutoff < num_ws:  # rows past the active layers are unused, so mixing them changes nothing
             ws2 = G.mapping(torch.randn_like(z))
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
     return ws
@@ -138,8 +153,8 @@ class Trainer:
             raise FacesynthError("only RGB training is supported (image_channels=3)")
         self.seed = opts.seed  # a resumed run keeps the seed it started with (data order depends on it)
         torch.manual_seed(self.seed)
-        self.G = Generator(cfg).to(self.device)
-        self.D = Discriminator(cfg).to(self.device)
+        self.G = build_generator(cfg).to(self.device)
+        self.D = build_discriminator(cfg).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = make_optimizer(self.G.parameters(), cfg.g_lr, cfg.pl_interval if cfg.pl_weight > 0 else None)
         self.opt_D = make_optimizer(self.D.parameters(), cfg.d_lr, cfg.r1_interval if cfg.r1_gamma > 0 else None)
@@ -148,8 +163,12 @@ class Trainer:
         self.step = 0
         self.pl_mean = torch.zeros((), device=self.device)
         self.elapsed = 0.0
+        self.schedule = GrowthSchedule(cfg)
+        self.growth = self.schedule.at(0)
         if resume_model is not None:
             self._load(resume_model)
+        for net in (self.G, self.G_ema, self.D):
+            net.set_growth(self.growth.resolution, self.growth.alpha)
         self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=opts.quiet)
         if opts.metrics:
             self._check_metrics()
@@ -208,6 +227,11 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.seed = int(state.get("seed", self.seed))
+        # Where the last step stood: growing past it on the next step resets Adam, as it would have.
+        try:
+            self.growth = GrowthPoint(**state["growth"]) if "growth" in state else self.schedule.at(self.images_seen)
+        except TypeError:
+            raise FacesynthError(f"{state_file}: bad growth state {state['growth']!r}") from None
         self.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=self.device)
         torch.set_rng_state(training["rng.cpu"])
         self.aug_gen.set_state(training["rng.aug"])
@@ -223,9 +247,42 @@ class Trainer:
         training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
         state = {"images_seen": self.images_seen, "kimg": self.images_seen / 1000, "step": self.step,
                  "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.seed,
-                 "data": str(self.opts.data)}
+                 "data": str(self.opts.data), "growth": dataclasses.asdict(self.growth)}
         return ckpt.save_snapshot(self.out, self.cfg, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
                                   training, state, keep=self.opts.keep_snapshots)
+
+    # ------------------------------------------------------------------ growing
+    def _set_growth(self, point) -> bool:
+        """Move the networks to a point of the schedule; True when that starts a new resolution."""
+        grew = point.resolution != self.growth.resolution
+        self.growth = point
+        for net in (self.G, self.G_ema, self.D):
+            net.set_growth(point.resolution, point.alpha)
+        for opt, lr, interval in ((self.opt_G, point.g_lr, self.cfg.pl_interval if self.cfg.pl_weight > 0 else None),
+                                  (self.opt_D, point.d_lr, self.cfg.r1_interval if self.cfg.r1_gamma > 0 else None)):
+            ratio = interval / (interval + 1) if interval else 1.0
+            for group in opt.param_groups:
+                group["lr"] = lr * ratio
+        return grew
+
+    def _advance_growth(self) -> bool:
+        """Called before each step; True when the batch stream must be rebuilt (new resolution or batch)."""
+        point = self.schedule.at(self.images_seen)
+        old = self.growth
+        if point.resolution != old.resolution and self.images_seen > 0:
+            # The last look at the finished resolution: one grid per resolution of the schedule.
+            self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
+        if self._set_growth(point):
+            if self.cfg.reset_adam_on_grow:  # as ProGAN/StyleGAN: new layers start with fresh moments
+                self.opt_G.state.clear()
+                self.opt_D.state.clear()
+            tqdm.write(f"growing to {point.resolution}x{point.resolution} at {self.images_seen / 1000:.1f} kimg",
+                       file=sys.stderr)
+        return (point.resolution, point.batch) != (old.resolution, old.batch)
+
+    def _batches(self):
+        return batch_iterator(self.dataset, self.growth.batch, self.seed, start=self.images_seen,
+                              workers=self.opts.workers, resolution=self.growth.resolution)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, real_u8: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -236,6 +293,10 @@ class Trainer:
         if cfg.xflip:
             flip = (torch.rand(batch, generator=self.aug_gen) < 0.5).to(dev)
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        if self.growth.alpha < 1.0:
+            # Reals fade like the generator's output: from the up-sampled image below to full detail.
+            real = fade(G.synthesis.upsample_image(downsample_box(real)), real, self.growth.alpha)
+        wgan = cfg.loss == "wgan-gp"
         stats = {}
 
         # G main: fool D.
@@ -244,7 +305,7 @@ class Trainer:
         z = torch.randn(batch, cfg.z_dim, device=dev)
         fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob))
         fake_logits = D(fake)
-        loss_G = generator_loss(fake_logits)
+        loss_G = wgan_generator_loss(fake_logits) if wgan else generator_loss(fake_logits)
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
@@ -272,7 +333,13 @@ class Trainer:
             fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True))
         fake_logits = D(fake)
         real_logits = D(real)
-        loss_D = discriminator_loss(real_logits, fake_logits)
+        if wgan:
+            loss_D = wgan_critic_loss(real_logits, fake_logits, cfg.drift_weight)
+            gp = gradient_penalty(D, real, fake)
+            loss_D = loss_D + cfg.gp_lambda * gp.mean()
+            stats["loss/gp"] = gp.detach().mean()
+        else:
+            loss_D = discriminator_loss(real_logits, fake_logits)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         self.opt_D.step()
@@ -280,7 +347,7 @@ class Trainer:
         stats["scores/real"] = real_logits.detach().mean()
 
         # D reg: R1, every r1_interval steps.
-        if cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0:
+        if not wgan and cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0:
             real_r1 = real.detach().requires_grad_(True)
             pen = r1_penalty(D(real_r1), real_r1)
             loss_r1 = pen.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
@@ -307,7 +374,8 @@ class Trainer:
     def save_samples(self, path: Path) -> None:
         z = self.grid_latents().to(self.device)
         imgs = torch.cat([self.G_ema(zb, noise_mode="const") for zb in z.split(16)])
-        save_grid(imgs, path, cols=min(8, len(imgs)))
+        # Lower growth stages are shown at the final resolution's size (nearest-neighbour upscaled).
+        save_grid(imgs, path, cols=min(8, len(imgs)), tile=self.cfg.resolution)
 
     def run(self) -> dict:
         opts, cfg = self.opts, self.cfg
@@ -317,6 +385,7 @@ class Trainer:
                               {"options": dataclasses.asdict(opts), "config": cfg.to_dict(),
                                "dataset": {"path": str(opts.data), "images": len(self.dataset),
                                            "skipped": len(self.dataset.bad)},
+                               "schedule": self.schedule.describe(),
                                "device": str(self.device), "torch": torch.__version__})
             n = min(opts.grid_size, len(self.dataset))
             pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
@@ -326,7 +395,10 @@ class Trainer:
         writer = self._tensorboard()
         tick_images = int((opts.tick_kimg or max(0.2, min(4.0, cfg.snapshot_kimg / 4))) * 1000)
         snap_images = int(cfg.snapshot_kimg * 1000)
-        batches = batch_iterator(self.dataset, cfg.batch, self.seed, start=self.images_seen, workers=opts.workers)
+        if cfg.progressive and not opts.quiet:
+            tqdm.write("growth schedule:\n" + self.schedule.table(), file=sys.stderr)
+        self._advance_growth()
+        batches = self._batches()
         log_path = self.out / "stats.jsonl"
         acc: dict[str, list[torch.Tensor]] = {}
         tick_start_time, tick_start_images = time.time(), self.images_seen
@@ -339,6 +411,8 @@ class Trainer:
         try:
             while self.images_seen < total:
                 before = self.images_seen
+                if self._advance_growth():
+                    batches = self._batches()
                 stats = self.train_step(next(batches))
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
@@ -356,6 +430,7 @@ class Trainer:
                                              "with a lower learning rate")
                     line.update({
                         "kimg": self.images_seen / 1000, "step": self.step,
+                        "resolution": self.growth.resolution, "alpha": self.growth.alpha,
                         "img_per_s": (self.images_seen - tick_start_images) / max(dt, 1e-9),
                         "sec_per_kimg": dt / max(self.images_seen - tick_start_images, 1) * 1000,
                         "elapsed_s": self.elapsed, "mem_mb": _max_memory_mb(self.device),

@@ -1,4 +1,5 @@
-"""StyleGAN2 losses: non-saturating logistic GAN loss, R1 and path-length regularisation."""
+"""GAN losses: the non-saturating logistic loss with R1 and path-length regularisation (StyleGAN,
+StyleGAN2), and WGAN-GP with ProGAN's drift term."""
 
 from __future__ import annotations
 
@@ -35,3 +36,21 @@ def path_length_penalty(images: torch.Tensor, ws: torch.Tensor, pl_mean: torch.T
     lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
     new_mean = pl_mean.lerp(lengths.mean().detach(), decay)
     return (lengths - new_mean).square(), new_mean
+
+
+def wgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    return -fake_scores.mean()
+
+
+def wgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, drift_weight: float) -> torch.Tensor:
+    """Wasserstein critic loss plus ProGAN's drift term epsilon * D(x)^2 (keeps scores from wandering)."""
+    return fake_scores.mean() - real_scores.mean() + drift_weight * real_scores.square().mean()
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
+                     target: float = 1.0) -> torch.Tensor:
+    """Per-sample (||grad D(x_hat)|| - target)^2 at random points between real and fake (Gulrajani et al. 2017)."""
+    t = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device, real.dtype)
+    mixed = real.detach().lerp(fake.detach(), t).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - target).square() / target**2

@@ -42,8 +42,11 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None, min_size: int = 256) -> None:
-    """Save a grid, upscaled (nearest) so that small images stay visible."""
+def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None, min_size: int = 256,
+              tile: int | None = None) -> None:
+    """Save a grid, upscaled (nearest) so that small images stay visible, or to ``tile`` pixels each."""
     h = images.shape[-1]
-    upscale = max(1, min_size // h) if h < min_size else 1
-    save_png(make_grid(images, cols, upscale=min(upscale, 4)), path)
+    upscale = min(max(1, min_size // h), 4) if h < min_size else 1
+    if tile:
+        upscale = max(upscale, tile // h)
+    save_png(make_grid(images, cols, upscale=upscale), path)
