@@ -231,12 +231,12 @@ _register(GANConfig(
 ))
 
 # ProGAN and StyleGAN (v1), grown progressively from 4x4.  CPU presets: 256 channels at 4-8 px, then
-# 128, 64, 32 (512-channel layers cost as much at 4-8 px as the whole 64x64 top does), and 3 kimg per
+# 128, 64, 32 (512-channel layers cost as much at 4-8 px as the whole 64x64 top does), 3 kimg per
 # phase: 64x64 is reached after 27 kimg (under an hour on 2 cores) and trained at until --kimg.
+# Batch 16 gives each short phase enough steps (~190 per phase) to learn in.
 _CPU_64 = dict(resolution=64, channel_base=4096, channel_max=256, channel_overrides={"16": 128, "32": 64, "64": 32},
-               progressive=True, start_resolution=4, fade_kimg=3.0, stable_kimg=3.0,
-               batch_per_res={"4": 64, "8": 64, "16": 32, "32": 32, "64": 32}, batch=32,
-               ema_kimg=5.0, snapshot_kimg=5.0)
+               progressive=True, start_resolution=4, fade_kimg=3.0, stable_kimg=3.0, batch=16,
+               g_lr=0.002, d_lr=0.002, ema_kimg=5.0, snapshot_kimg=3.0)
 # The papers' schedules: 600k images per phase; ProGAN batch 16 up to 128x128 and fewer above it
 # (CelebA-HQ); StyleGAN from 8x8 with its per-resolution batch and learning-rate tables (FFHQ, 8 GPUs).
 _PROGAN_PAPER = dict(arch="progan", loss="wgan-gp", z_dim=512, w_dim=512, mapping_layers=0, g_lr=0.001,
@@ -261,13 +261,12 @@ def _paper(base: dict, resolution: int, **changes) -> dict:
 
 
 _register(GANConfig(
-    name="progan-64", arch="progan", loss="wgan-gp", z_dim=512, w_dim=512, mapping_layers=0, g_lr=0.001,
-    d_lr=0.001, style_mixing_prob=0.0, r1_gamma=0.0, **_CPU_64,
+    name="progan-64", arch="progan", loss="wgan-gp", z_dim=512, w_dim=512, mapping_layers=0,
+    style_mixing_prob=0.0, r1_gamma=0.0, **_CPU_64,
     description="ProGAN grown 4->64: pixel norm, WGAN-GP + drift; CPU-sized.",
 ))
 _register(GANConfig(
-    name="stylegan1-64", arch="stylegan1", z_dim=512, w_dim=512, mapping_layers=8, g_lr=0.001, d_lr=0.001,
-    r1_gamma=0.05, **_CPU_64,
+    name="stylegan1-64", arch="stylegan1", z_dim=512, w_dim=512, mapping_layers=8, r1_gamma=1.0, **_CPU_64,
     description="StyleGAN v1 grown 4->64: AdaIN, noise, const input, mixing reg, R1; CPU-sized.",
 ))
 _register(GANConfig(

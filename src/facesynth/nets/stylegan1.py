@@ -62,7 +62,9 @@ class StyleBlock(nn.Module):
         self.num_w = 2
         self.is_first = resolution == 4
         if self.is_first:
-            self.const = nn.Parameter(torch.ones(out_ch, 4, 4))
+            # Random rather than the paper's ones: instance norm maps a spatially constant input to zero,
+            # so only the noise would survive the first AdaIN until the constant had learned structure.
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
             self.layer0 = StyleLayer(out_ch, out_ch, w_dim, resolution, "none")
         else:
             self.layer0 = StyleLayer(in_ch, out_ch, w_dim, resolution, "up")
