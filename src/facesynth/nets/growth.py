@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .layers import EqualConv2d
+
 
 class Growable:
     """Mixin: ``growth_resolution`` (current) and ``growth_alpha`` (fade-in of the newest block, 1 = done)."""
@@ -49,6 +51,15 @@ class Growable:
     def fading(self) -> bool:
         return self.growth_alpha < 1.0
 
+    # Synthesis networks (which carry their config as ``cfg``) share these two.
+    @property
+    def output_resolution(self) -> int:
+        return self.growth_resolution
+
+    @property
+    def active_num_ws(self) -> int:
+        return self.cfg.num_ws_at(self.growth_resolution)
+
 
 def fade(low: torch.Tensor, high: torch.Tensor, alpha: float) -> torch.Tensor:
     """The fade-in blend: ``low`` at alpha = 0, ``high`` at alpha = 1."""
@@ -69,15 +80,22 @@ class BlockwiseSynthesis(torch.nn.Module, Growable):
 
     Only the current resolution's toRGB makes the image; while it fades in, that image is blended
     with the nearest-neighbour up-sampled image of the toRGB below.  Subclasses fill ``blocks``
-    (each ``block(x, ws, noise_mode) -> x`` reading ``block.num_w`` w's) and ``torgbs``.
+    (each ``block(x, ws, noise_mode) -> x`` reading ``block.num_w`` w's) via ``setup``.
     """
 
-    def setup(self, cfg, blocks, torgbs) -> None:
+    def setup(self, cfg, make_block) -> None:
+        """One ``make_block(in_ch, out_ch, resolution)`` and a 1x1 toRGB per resolution."""
         self.cfg = cfg
         self.resolution = cfg.resolution
         self.num_ws = cfg.num_ws
         self.w_dim = cfg.w_dim
         self.init_growth(cfg.resolution)
+        blocks, torgbs, prev = [], [], 0
+        for res in cfg.block_resolutions:
+            ch = cfg.channels_at(res)
+            blocks.append(make_block(prev, ch, res))
+            torgbs.append(EqualConv2d(ch, cfg.image_channels, 1))
+            prev = ch
         self.blocks = torch.nn.ModuleList(blocks)
         self.torgbs = torch.nn.ModuleList(torgbs)
         starts, i = [], 0
@@ -87,14 +105,6 @@ class BlockwiseSynthesis(torch.nn.Module, Growable):
         if i != self.num_ws:
             raise ValueError(f"blocks read {i} w's but the config has num_ws={self.num_ws}")
         self.w_starts = starts
-
-    @property
-    def output_resolution(self) -> int:
-        return self.growth_resolution
-
-    @property
-    def active_num_ws(self) -> int:
-        return self.cfg.num_ws_at(self.growth_resolution)
 
     def upsample_image(self, img: torch.Tensor) -> torch.Tensor:
         return upsample_nearest(img)

@@ -45,10 +45,4 @@ class ProGANBlock(nn.Module):
 class SynthesisNetwork(BlockwiseSynthesis):
     def __init__(self, cfg: GANConfig):
         super().__init__()
-        blocks, torgbs, prev = [], [], 0
-        for res in cfg.block_resolutions:
-            ch = cfg.channels_at(res)
-            blocks.append(ProGANBlock(prev, ch, res, latent_dim=cfg.w_dim))
-            torgbs.append(EqualConv2d(ch, cfg.image_channels, 1))
-            prev = ch
-        self.setup(cfg, blocks, torgbs)
+        self.setup(cfg, lambda in_ch, out_ch, res: ProGANBlock(in_ch, out_ch, res, latent_dim=cfg.w_dim))

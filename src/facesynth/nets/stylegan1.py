@@ -80,10 +80,4 @@ class StyleBlock(nn.Module):
 class SynthesisNetwork(BlockwiseSynthesis):
     def __init__(self, cfg: GANConfig):
         super().__init__()
-        blocks, torgbs, prev = [], [], 0
-        for res in cfg.block_resolutions:
-            ch = cfg.channels_at(res)
-            blocks.append(StyleBlock(prev, ch, cfg.w_dim, res))
-            torgbs.append(EqualConv2d(ch, cfg.image_channels, 1))
-            prev = ch
-        self.setup(cfg, blocks, torgbs)
+        self.setup(cfg, lambda in_ch, out_ch, res: StyleBlock(in_ch, out_ch, cfg.w_dim, res))

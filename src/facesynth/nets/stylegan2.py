@@ -101,14 +101,6 @@ class SynthesisNetwork(nn.Module, Growable):
             i += b.num_conv
         self.w_starts = starts
 
-    @property
-    def output_resolution(self) -> int:
-        return self.growth_resolution
-
-    @property
-    def active_num_ws(self) -> int:
-        return self.cfg.num_ws_at(self.growth_resolution)
-
     def upsample_image(self, img: torch.Tensor) -> torch.Tensor:
         """How an image from the resolution below enters this one (the skip connections' up-sampling)."""
         return upsample2d(img, self.fir)
