@@ -11,15 +11,13 @@ Writes results/fid_speed.json and results/fid_speed.md.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from report import environment, write_results
 
 from facesynth.metrics.inception import extract_features, feature_extractor, to_network_input
 from facesynth.metrics.stats import frechet_distance, mean_cov
@@ -81,21 +79,14 @@ def main() -> int:
     frechet_distance(m1, s1, m2, s2)
     results.append({"what": "Fréchet distance from 2048-d statistics (eigh)", "images": 0,
                     "seconds": time.perf_counter() - t0, "img_per_s": None})
-    env = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "network": str(ext.path), "flavour": ext.flavour, "data": desc, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "fid_speed.json").write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
+    env = environment(device, network=str(ext.path), flavour=ext.flavour, data=desc)
     title = (f"Inception feature extraction, {env['device']}, {env['threads']} threads, torch {env['torch']}, "
              f"{env['data']}, {env['time']}")
     lines = [title, "", "| what | images | seconds | img/s |", "|---|---|---|---|"]
     for r in results:
         ips = f"{r['img_per_s']:.2f}" if r["img_per_s"] else "-"
         lines.append(f"| {r['what']} | {r['images']} | {r['seconds']:.2f} | {ips} |")
-    (outdir / "fid_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "fid_speed", {"env": env, "results": results}, lines)
     return 0
 
 

@@ -14,9 +14,6 @@ A progressively grown preset is timed at one stage with NAME@RES (e.g. progan-64
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from report import environment, write_results
 
 from facesynth.data.build import build_dataset
 from facesynth.data.loader import batch_iterator
@@ -102,20 +100,13 @@ def main() -> int:
                     r2 = time_preset(name, 16, Path(tmp), grouped=grouped)
                     print(f"  modconv {r2['modconv']}: {r2['img_per_s']:.2f} img/s", file=sys.stderr)
                     results.append(r2)
-    env = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / f"{args.name}.json").write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
+    env = environment()
     lines = [f"Training throughput, {env['device']}, {env['cpus']} CPUs, torch {env['torch']}, {env['time']}", "",
              "| preset | res | batch | G params | D params | modconv | img/s |", "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['preset']} | {r['resolution']}² | {r['batch']} | {r['G_params'] / 1e6:.2f}M | "
                      f"{r['D_params'] / 1e6:.2f}M | {r['modconv']} | {r['img_per_s']:.2f} |")
-    (outdir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, args.name, {"env": env, "results": results}, lines)
     return 0
 
 

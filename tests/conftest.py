@@ -40,3 +40,14 @@ def face_dataset(tmp_path_factory) -> Path:
         np.save(arr, np.stack(imgs))
         build_dataset(arr, dest, 16, quiet=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_run(face_dataset, tmp_path_factory):
+    """A finished 'tiny' run with two snapshots; tests read it, never write into it."""
+    from facesynth.training.loop import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("run") / "r"
+    train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=0.032, quiet=True,
+                       tensorboard=False, grid_size=4, overrides={"snapshot_kimg": 0.016}))
+    return out

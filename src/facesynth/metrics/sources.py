@@ -56,7 +56,7 @@ def dataset_batches(dataset: ImageDataset, batch: int, num: int | None = None) -
 
 @torch.no_grad()
 def generated(G, num: int, batch: int, seed: int = 0, truncation_psi: float = 1.0,
-              noise_mode: str = "random") -> Iterator[torch.Tensor]:
+              noise_mode: str = "random", truncation_cutoff: int | None = None) -> Iterator[torch.Tensor]:
     """Images of seeds ``seed .. seed + num - 1`` in [-1, 1] on G's device, ``batch`` at a time.
 
     z comes from ``seed_latents`` (the same z as ``facesynth generate --seeds``); per-pixel noise is
@@ -70,11 +70,11 @@ def generated(G, num: int, batch: int, seed: int = 0, truncation_psi: float = 1.
         z = seed_latents(seeds, G.z_dim).to(device)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seeds[0])
-            yield G(z, truncation_psi, noise_mode=noise_mode).float()
+            yield G(z, truncation_psi, truncation_cutoff, noise_mode=noise_mode).float()
 
 
 def generator_batches(G, num: int, batch: int, seed: int = 0, truncation_psi: float = 1.0,
-                      noise_mode: str = "random") -> Iterator[torch.Tensor]:
+                      noise_mode: str = "random", truncation_cutoff: int | None = None) -> Iterator[torch.Tensor]:
     """Generated images as uint8 [B, C, R, R], quantized like the real images they are compared with."""
-    for images in generated(G, num, batch, seed, truncation_psi, noise_mode):
+    for images in generated(G, num, batch, seed, truncation_psi, noise_mode, truncation_cutoff):
         yield to_uint8(images)

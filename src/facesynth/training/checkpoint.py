@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import FacesynthError
 from ..presets import GANConfig
-from ..util.atomic import dir_mode, file_mode, write_json_atomic
+from ..util.atomic import atomic_path, dir_mode, file_mode, write_json_atomic
 
 KIND = "facesynth-gan"
 FORMAT_VERSION = 1
@@ -139,12 +139,16 @@ def snapshot_name(images_seen: int) -> str:
     return f"{SNAPSHOT_PREFIX}{images_seen:09d}"
 
 
-def model_metadata(cfg: GANConfig, generator: nn.Module | None) -> dict[str, str]:
+def model_metadata(cfg: GANConfig, growth: dict | None) -> dict[str, str]:
     """The safetensors metadata of a model file: its kind, the config, and where growing stood."""
     meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
-    if generator is not None and hasattr(generator, "growth_state"):
-        meta["growth"] = json.dumps(generator.growth_state())
+    if growth:
+        meta["growth"] = json.dumps(growth)
     return meta
+
+
+def growth_of(generator: nn.Module | None) -> dict | None:
+    return generator.growth_state() if generator is not None and hasattr(generator, "growth_state") else None
 
 
 def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], training: dict[str, torch.Tensor],
@@ -157,7 +161,7 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
         tensors = {}
         for prefix, m in models.items():
             tensors.update(module_tensors(prefix, m))
-        save_file(tensors, str(tmp / MODEL_FILE), metadata=model_metadata(cfg, models.get("G_ema")))
+        save_file(tensors, str(tmp / MODEL_FILE), metadata=model_metadata(cfg, growth_of(models.get("G_ema"))))
         save_file({k: v.contiguous() for k, v in training.items()}, str(tmp / TRAINING_FILE),
                   metadata={"kind": KIND + "-training", "format": str(FORMAT_VERSION)})
         (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -185,11 +189,10 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
 def save_generator_history(run_dir: Path, cfg: GANConfig, G_ema: nn.Module, images_seen: int) -> Path:
     """G_ema alone as history/G_ema-NNNNNNNNN.safetensors: small, loadable by generate and metrics,
     and kept after the full snapshot it came with has been pruned."""
-    from ..util.atomic import atomic_path
 
     path = Path(run_dir) / HISTORY_DIR / f"G_ema-{images_seen:09d}.safetensors"
     with atomic_path(path) as tmp:
-        save_file(module_tensors("G_ema", G_ema), str(tmp), metadata=model_metadata(cfg, G_ema))
+        save_file(module_tensors("G_ema", G_ema), str(tmp), metadata=model_metadata(cfg, growth_of(G_ema)))
     return path
 
 
@@ -296,3 +299,16 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
     load_module_tensors(g, tensors, which, str(path))
     apply_growth(g, growth, str(path))
     return g.eval().requires_grad_(False).to(device)
+
+
+def export_generator(path: str | Path, out: str | Path, half: bool = False) -> Path:
+    """Write a checkpoint's G_ema alone (optionally as float16) as a small model file for inference."""
+    cfg, tensors, growth = read_model(path)
+    which = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
+    g = {f"G_ema.{k[len(which) + 1:]}": v for k, v in tensors.items() if k.startswith(which + ".")}
+    if half:
+        g = {k: v.half() if v.is_floating_point() else v for k, v in g.items()}
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in g.items()}, str(tmp), metadata=model_metadata(cfg, growth))
+    return out

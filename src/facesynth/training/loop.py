@@ -70,6 +70,7 @@ class TrainOptions:
     threads: int | None = None
     max_seconds: float | None = None  # stop (with a snapshot) after this much wall time in this session
     metrics: str = ""  # e.g. "fid2k,kid2k": computed on G_ema at every snapshot, logged to metrics.jsonl
+    init_from: str | None = None  # a new run starts from this checkpoint's weights (grown if of lower resolution)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -167,6 +168,10 @@ class Trainer:
         self.growth = self.schedule.at(0)
         if resume_model is not None:
             self._load(resume_model)
+        elif opts.init_from:
+            from .warmstart import warm_start
+
+            warm_start({"G": self.G, "D": self.D, "G_ema": self.G_ema}, opts.init_from, cfg, quiet=opts.quiet)
         for net in (self.G, self.G_ema, self.D):
             net.set_growth(self.growth.resolution, self.growth.alpha)
         self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=opts.quiet)

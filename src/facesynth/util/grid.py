@@ -50,3 +50,31 @@ def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None, m
     if tile:
         upscale = max(upscale, tile // h)
     save_png(make_grid(images, cols, upscale=upscale), path)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def label_rows(grid: np.ndarray, labels: list[str], row_height: int, top: int = 0, width: int = 0) -> np.ndarray:
+    """Prepend a white column with ``labels[i]`` beside the i-th row (rows start ``top`` pixels down)."""
+    from PIL import ImageDraw
+
+    size = max(10, min(24, row_height // 6))
+    width = width or max(8 * size, row_height)
+    canvas = Image.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(size)
+    for i, text in enumerate(labels):
+        if text:
+            lines = text.split("\n")
+            y0 = top + i * row_height + (row_height - len(lines) * (size + 2)) // 2
+            for j, line in enumerate(lines):
+                draw.text((size // 2, y0 + j * (size + 2)), line, fill="black", font=font)
+    return np.asarray(canvas)

@@ -1,0 +1,28 @@
+"""What every benchmark records about the machine, and how it writes its JSON and table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def environment(device: torch.device | None = None, **extra) -> dict:
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            **extra, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def write_results(outdir: str | Path, name: str, payload: dict, lines: list[str]) -> None:
+    """``name``.json (the payload) and ``name``.md (the table lines) in ``outdir``; the table is printed."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (outdir / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
