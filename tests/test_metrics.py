@@ -15,7 +15,7 @@ from facesynth.errors import FacesynthError
 from facesynth.metrics import cache as stats_cache
 from facesynth.metrics import inception
 from facesynth.metrics.perceptual import LPIPS_TAPS, LPIPSVGG16, load_lpips_vgg16
-from facesynth.metrics.ppl import perceptual_path_length, slerp
+from facesynth.metrics.ppl import perceptual_path_length
 from facesynth.metrics.registry import append_jsonl, checkpoint_kimg, compute_metrics, parse_metric
 from facesynth.metrics.stats import (
     fid_from_features,
@@ -331,16 +331,6 @@ def test_lpips_file_with_missing_tensors_is_refused(tmp_path, lpips_file):
         load_lpips_vgg16(bad)
     with pytest.raises(FacesynthError, match="LPIPS weights not found"):
         load_lpips_vgg16(tmp_path / "absent.safetensors")
-
-
-def test_slerp_stays_on_the_sphere_and_hits_the_ends():
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(4, 32, generator=g), torch.randn(4, 32, generator=g)
-    t = torch.tensor([[0.0], [0.3], [0.7], [1.0]])
-    out = slerp(a, b, t)
-    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
-    assert torch.allclose(out[0], a[0] / a[0].norm(), atol=1e-5)
-    assert torch.allclose(out[3], b[3] / b[3].norm(), atol=1e-4)
 
 
 def test_ppl_with_lpips_on_tiny_generator_restores_noise(tiny_G, lpips_file):

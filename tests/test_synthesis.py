@@ -109,13 +109,19 @@ def test_progan_has_no_noise():
         noise.stochastic_variation(g, torch.zeros(1, 1, 512), draws=4)
 
 
-def test_slerp_keeps_endpoints_and_norm():
-    a, b = torch.randn(3, 16), torch.randn(3, 16)
-    torch.testing.assert_close(interpolate.slerp(a, b, torch.zeros(3, 1)), a)
-    torch.testing.assert_close(interpolate.slerp(a, b, torch.ones(3, 1)), b)
-    u, v = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
-    mid = interpolate.slerp(u, v, torch.full((3, 1), 0.5))
-    torch.testing.assert_close(mid.norm(dim=1), torch.ones(3))
+def test_slerp_follows_the_great_circle_and_hits_the_ends():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 32, generator=g), torch.randn(4, 32, generator=g)
+    t = torch.tensor([[0.0], [0.3], [0.7], [1.0]])
+    out = interpolate.slerp(a, b, t)
+    torch.testing.assert_close(out[0], a[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[3], b[3], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.norm(dim=1), torch.lerp(a.norm(dim=1), b.norm(dim=1), t[:, 0]))
+    ua, ub = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    unit = interpolate.slerp(ua, ub, t)  # unit vectors stay on the sphere, at angle t * omega from a
+    torch.testing.assert_close(unit.norm(dim=1), torch.ones(4))
+    omega = torch.acos((ua * ub).sum(1))
+    torch.testing.assert_close(torch.acos((unit * ua).sum(1).clamp(-1, 1)), t[:, 0] * omega, atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("space", ["w", "z"])
@@ -193,6 +199,11 @@ def test_growing_a_trained_model_starts_where_it_left_off(tiny_run, tmp_path):
 
 
 def test_init_from_trains_and_refuses_mismatches(tiny_run, face_dataset, tmp_path):
+    grow = {"resolution": 32, "progressive": True, "start_resolution": 16, "fade_kimg": 0.016, "stable_kimg": 0.016}
+    last = train(TrainOptions(data=str(face_dataset), out=str(tmp_path / "ok"), preset="tiny", kimg=0.048,
+                              quiet=True, tensorboard=False, init_from=str(tiny_run), overrides=grow))
+    assert last["kimg"] >= 0.048
+    assert ckpt.load_generator(tmp_path / "ok")(seed_latents([1], 32)).shape == (1, 3, 32, 32)
     out = tmp_path / "grown"
     with pytest.raises(FacesynthError, match="z_dim"):
         train(TrainOptions(data=str(face_dataset), out=str(out), preset="stylegan2-32-cpu", kimg=0.016,

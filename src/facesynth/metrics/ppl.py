@@ -18,21 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..synthesis.interpolate import slerp
 from .sources import module_device
 
 EPSILON = 1e-4
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between the directions of a and b (result on the unit sphere)."""
-    a = a / a.norm(dim=-1, keepdim=True)
-    b = b / b.norm(dim=-1, keepdim=True)
-    cos = (a * b).sum(-1, keepdim=True).clamp(-1, 1)
-    angle = t * torch.acos(cos)
-    ortho = b - cos * a  # the component of b perpendicular to a
-    ortho = ortho / ortho.norm(dim=-1, keepdim=True)
-    out = a * torch.cos(angle) + ortho * torch.sin(angle)
-    return out / out.norm(dim=-1, keepdim=True)
 
 
 def face_crop(images: torch.Tensor) -> torch.Tensor:

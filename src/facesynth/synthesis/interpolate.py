@@ -15,13 +15,15 @@ from .styles import synthesize
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation of each row of a and b (the magnitude is interpolated linearly)."""
+    """Great-circle interpolation of the directions of each row of a and b; the lengths go linearly."""
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na, b / nb
-    omega = torch.acos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so
-    return direction * torch.lerp(na, nb, t)
+    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1, 1)
+    ortho = ub - cos * ua  # the part of b's direction perpendicular to a's
+    ortho = ortho / ortho.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    angle = t * torch.acos(cos)
+    direction = ua * torch.cos(angle) + ortho * torch.sin(angle)
+    return direction / direction.norm(dim=-1, keepdim=True) * torch.lerp(na, nb, t)
 
 
 def smoothstep(t: torch.Tensor) -> torch.Tensor:
