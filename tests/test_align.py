@@ -108,3 +108,17 @@ def test_dataset_align_builds_an_ffhq_style_zip(detector, tmp_path):
     meta = build_dataset(PORTRAITS.parent, tmp_path / "a.zip", 64, align=True, quiet=True, workers=1)
     assert meta["count"] == len(list(PORTRAITS.glob("*.jpg"))) and meta["square"] == "ffhq-align"
     assert meta["skipped"] >= len(list(NOT_HUMAN.glob("*.jpg")))
+
+
+@pytest.mark.realdata
+def test_identity_similarity_knows_a_face_from_another(detector):
+    import torch
+
+    from facesynth.metrics.identity import FaceDescriber, identity_similarity
+
+    faces = [align.align_image(np.asarray(Image.open(PORTRAITS / n).convert("RGB")), 128, detector).image
+             for n in ("s42.jpg", "s1.jpg")]
+    t = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    same, other = identity_similarity(FaceDescriber(), t[:1].flip(-1).repeat(2, 1, 1, 1), t)
+    assert same["distance"] < 0.6 < other["distance"]  # dlib's same-person threshold
+    assert same["cosine"] > other["cosine"]

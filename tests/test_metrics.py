@@ -416,3 +416,19 @@ def test_swd_and_ppl_through_the_registry_leave_global_rngs_alone(tiny_G, face_d
     assert out["ppl_z32"]["distance"] == "lpips-vgg16" and out["ppl_z32"]["results"]["ppl_z32"] > 0
     assert torch.equal(torch.get_rng_state(), torch_state)  # metrics inside training must not change its course
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
+
+
+def test_ssim_and_psnr_match_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from facesynth.metrics.similarity import psnr, ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 40, 40, generator=g) * 2 - 1
+    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    for i in range(2):
+        x, y = ((a[i].permute(1, 2, 0).numpy() + 1) / 2), ((b[i].permute(1, 2, 0).numpy() + 1) / 2)
+        want = structural_similarity(x, y, data_range=1, channel_axis=2, gaussian_weights=True, sigma=1.5)
+        assert float(ssim(a, b)[i]) == pytest.approx(want, abs=1e-4)
+        assert float(psnr(a, b)[i]) == pytest.approx(peak_signal_noise_ratio(x, y, data_range=1), abs=1e-3)
+    assert float(ssim(a, a)[0]) == pytest.approx(1.0, abs=1e-6)

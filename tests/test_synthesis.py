@@ -256,3 +256,70 @@ def test_bundled_model_mixing_semantics():
     fine = styles.style_mix(G, src, sty, styles.parse_style_layers(G, "fine"))["mixed"]
     fine = torch.diagonal(fine, dim1=0, dim2=1).permute(3, 0, 1, 2)
     assert dist(layout, fine, base) < dist(layout, fine, style_img)
+
+
+def _pixel_distance(a, b):
+    """A cheap differentiable stand-in for the perceptual distance."""
+    pool = torch.nn.functional.avg_pool2d
+    return (pool(a, 4) - pool(b, 4)).square().mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("space", ["w", "w+"])
+def test_projection_finds_a_generated_face(tiny_run, space):
+    from facesynth.metrics.similarity import psnr
+    from facesynth.synthesis.project import ProjectionSettings, project
+
+    G = ckpt.load_generator(tiny_run)
+    target = G(seed_latents([42], 32), noise_mode="const")
+    before = {n: b.clone() for n, b in G.named_buffers()}
+    s = ProjectionSettings(space=space, steps=60, lr=0.1, record_every=20)
+    proj = project(G, target, _pixel_distance, s, quiet=True)
+    assert proj.ws.shape == (1, G.num_ws, 32)
+    if space == "w":
+        assert torch.equal(proj.ws[:, 0], proj.ws[:, -1])
+    assert len(proj.frames) == 4 and len(proj.losses) == 60
+    assert proj.losses[-1]["pixel"] < proj.losses[0]["pixel"]
+    start = G.synthesis(G.mapping.w_avg.view(1, 1, -1).expand(1, G.num_ws, -1), noise_mode="const")
+    assert psnr(proj.image, target) > psnr(start, target)
+    for n, b in G.named_buffers():  # the generator's own noise maps are back in place
+        assert torch.equal(b, before[n])
+    for n in proj.noise:  # normalised
+        assert abs(float(n.mean())) < 1e-4 and abs(float(n.std()) - 1) < 0.2
+
+
+def test_noise_regularization_prefers_white_noise():
+    from facesynth.synthesis.project import noise_regularization
+
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(1, 1, 32, 32, generator=g)
+    smooth = torch.nn.functional.interpolate(torch.randn(1, 1, 8, 8, generator=g), size=32, mode="bilinear")
+    smooth = (smooth - smooth.mean()) / smooth.std()
+    assert noise_regularization([white]) < noise_regularization([smooth]) / 10
+
+
+def test_project_command_and_mixing_a_saved_latent(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
+    from facesynth.synthesis.generate import generate_images
+
+    G = ckpt.load_generator(tiny_run)
+    photo = tmp_path / "face.png"
+    Image.fromarray((generate_images(G, [7])[0].permute(1, 2, 0).numpy() * 127.5 + 127.5).clip(0, 255)
+                    .astype(np.uint8)).resize((64, 64)).save(photo)
+    out = tmp_path / "proj"
+    assert main(["project", "--ckpt", str(tiny_run), "--target", str(photo), "--out", str(out), "--no-align",
+                 "--steps", "4", "--no-identity", "--quiet"]) == 0
+    assert {"latent.npz", "target.png", "reconstruction.png", "compare.png", "optimisation.mp4",
+            "report.json"} <= {p.name for p in out.iterdir()}
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["distance"].startswith("inception") and 0 < report["ssim"] <= 1
+    assert main(["mix", "--ckpt", str(tiny_run), "--rows", f"{out / 'latent.npz'},3", "--cols", "5,6",
+                 "--out", str(tmp_path / "m.png")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == ["latent", "seed 3"]
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, ws=np.zeros((1, 3, 32), np.float32))
+    assert main(["mix", "--ckpt", str(tiny_run), "--rows", str(wrong), "--out", str(tmp_path / "x.png")]) == 2
+    assert "does not fit this model" in capsys.readouterr().err
+    assert main(["mix", "--ckpt", str(tiny_run), "--rows", "nothing.jpg", "--out", str(tmp_path / "x.png")]) == 2

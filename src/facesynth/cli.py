@@ -142,12 +142,31 @@ def cmd_generate(args) -> int:
 
 def cmd_mix(args) -> int:
     from .synthesis.figures import mixing_grid
+    from .synthesis.portraits import latents_from_spec
+    from .synthesis.project import ProjectionSettings
     from .synthesis.styles import available_groups
 
     G = _generator(args)
-    info = mixing_grid(G, _seeds(args.rows), _seeds(args.cols), args.styles or available_groups(G),
-                       args.out, args.trunc, args.trunc_cutoff, args.noise)
+    settings = ProjectionSettings(space=args.project_space, steps=args.project_steps)
+    rows, row_labels = latents_from_spec(G, args.rows, args.trunc, args.trunc_cutoff, settings)
+    cols, col_labels = latents_from_spec(G, args.cols, args.trunc, args.trunc_cutoff, settings)
+    info = mixing_grid(G, rows, cols, args.styles or available_groups(G), args.out, args.noise,
+                       labels=(row_labels, col_labels))
     print(json.dumps(info))
+    return 0
+
+
+def cmd_project(args) -> int:
+    from .synthesis.portraits import project_photo
+    from .synthesis.project import ProjectionSettings
+
+    G = _generator(args)
+    settings = ProjectionSettings(space=args.space, steps=args.steps, lr=args.lr, pixel_weight=args.pixel_weight,
+                                  seed=args.seed)
+    report = project_photo(G, args.target, args.out, settings, align=not args.no_align, lpips=args.lpips,
+                           inception=args.inception, ckpt=_ckpt(args), video=not args.no_video,
+                           identity=not args.no_identity, quiet=args.quiet)
+    print(json.dumps(report))
     return 0
 
 
@@ -219,10 +238,14 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 
-def _model_args(s) -> None:
-    """What every command that draws faces takes: the model, truncation, noise and device."""
+def _ckpt_arg(s) -> None:
     s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (default: "
                    f"${CKPT_ENV}, else the bundled UTKFace model)")
+
+
+def _model_args(s) -> None:
+    """What every command that draws faces takes: the model, truncation, noise and device."""
+    _ckpt_arg(s)
     s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi (1 = none, 0 = the mean face)")
     s.add_argument("--trunc-cutoff", type=_positive_int, default=None, help="truncate only the first N layers")
     s.add_argument("--noise", choices=["random", "const", "none"], default="const")
@@ -301,14 +324,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("mix", help="style mixing: source faces with coarse, middle or fine styles of others")
     _model_args(s)
-    s.add_argument("--rows", default="1-3", help="source faces (seeds), down the left")
-    s.add_argument("--cols", default="10-14", help="style faces (seeds), along the top")
+    s.add_argument("--rows", default="1-3", help="source faces down the left: seeds, photos (projected now) or "
+                   "saved .npz latents from `project`, comma-separated")
+    s.add_argument("--cols", default="10-14", help="style faces along the top (as --rows)")
     s.add_argument("--styles", action="append", default=None,
                    help="layers taken from the style face: coarse (4²-8²: pose, face shape, hair), middle "
                         "(16²-32²: features), fine (64²+: colours), layer indices like 0-3, or joined with +; "
                         "repeat for one band of rows each (default: a band for each of coarse, middle, fine)")
+    s.add_argument("--project-space", choices=["w", "w+"], default="w+",
+                   help="photos among --rows/--cols are projected into this space")
+    s.add_argument("--project-steps", type=_positive_int, default=300)
     s.add_argument("--out", default="mix.png")
     s.set_defaults(func=cmd_mix)
+
+    s = sub.add_parser("project", help="find a photo in the latent space: align, then optimise w (or w+) and noise")
+    _ckpt_arg(s)
+    s.add_argument("--target", required=True, help="the photo")
+    s.add_argument("--out", required=True, help="folder for latent.npz, target/reconstruction/compare.png, "
+                   "optimisation.mp4, report.json")
+    s.add_argument("--space", choices=["w", "w+"], default="w", help="one w for all layers, or one per layer")
+    s.add_argument("--steps", type=_positive_int, default=500)
+    s.add_argument("--lr", type=_positive_float, default=0.1)
+    s.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel MSE beside the "
+                   "perceptual distance")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-align", action="store_true", help="the photo is already aligned: only crop and resize")
+    s.add_argument("--no-video", action="store_true")
+    s.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
+    s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors for the loss (default: $FACESYNTH_LPIPS, "
+                   "else the FID Inception's activations)")
+    s.add_argument("--inception", default=None, help="FID Inception TorchScript file")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_project)
 
     s = sub.add_parser("noise", help="stochastic variation: one face, many noise draws, and where they differ")
     _model_args(s)
@@ -336,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint")
-    s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (or ${CKPT_ENV})")
+    _ckpt_arg(s)
     s.add_argument("--all", action="store_true", help="every snapshot and history/ entry of the run folder --ckpt")
     s.add_argument("--data", default=None, help="real images (dataset zip, folder or zip); needed by all but PPL")
     s.add_argument("--metrics", default="fid10k", help="comma-separated: fid10k,kid10k,pr10k,swd,ppl_w,ppl_z "

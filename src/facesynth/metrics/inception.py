@@ -115,9 +115,9 @@ def resize_like_tf(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def to_network_input(x255: torch.Tensor) -> torch.Tensor:
+def to_network_input(x255: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     """Float images in [0, 255] (any size) -> the body's input: 299x299, (x - 128) / 128."""
-    return (resize_like_tf(x255.float()) - 128) / 128
+    return (resize_like_tf(x255.float(), size) - 128) / 128
 
 
 class FeatureExtractor:

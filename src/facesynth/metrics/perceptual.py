@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FacesynthError
-from .inception import FeatureExtractor, to_network_input
+from .inception import INPUT_SIZE, FeatureExtractor, to_network_input
 
 LPIPS_ENV = "FACESYNTH_LPIPS"
 # torchvision VGG16 `features` up to relu5_3: (out channels per conv, 'M' = 2x2 max-pool).
@@ -134,8 +134,11 @@ class InceptionDistance:
 
     name = "inception-uniform-lpips"
 
-    def __init__(self, extractor: FeatureExtractor):
+    def __init__(self, extractor: FeatureExtractor, input_size: int = INPUT_SIZE):
         self.extractor = extractor
+        # The FID network sees 299x299; projection may choose a smaller input for speed (the layers are
+        # convolutional, so any size above ~75 px gives activations at every tap).
+        self.input_size = input_size
         self.layers = extractor.layers()
         self.stages = [(name, mod) for name, mod in self.layers.named_children()]
         names = [n for n, _ in self.stages]
@@ -144,7 +147,7 @@ class InceptionDistance:
         self.last = max(names.index(t) for t in INCEPTION_TAPS)
 
     def taps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = to_network_input((images.float() + 1) * 127.5)
+        x = to_network_input((images.float() + 1) * 127.5, self.input_size)
         out = []
         for name, mod in self.stages[:self.last + 1]:
             x = mod(x)
@@ -154,6 +157,10 @@ class InceptionDistance:
 
     @torch.no_grad()
     def __call__(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
+        return self.distance(img0, img1)
+
+    def distance(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
+        """[N] distances, differentiable (for projection); ``__call__`` is the same without gradients."""
         dev = self.extractor.device
         n = img0.shape[0]
         x = torch.cat([img0, img1]).to(dev)
@@ -162,3 +169,16 @@ class InceptionDistance:
         with self.extractor.numerics():
             feats = self.taps(x)
         return sum(_layer_distance(f[:n], f[n:], None) for f in feats)
+
+
+def perceptual_distance(lpips: str | os.PathLike | None = None, extractor: FeatureExtractor | None = None,
+                        device: str | torch.device | None = None, inception: str | os.PathLike | None = None):
+    """LPIPS-VGG16 when its weights are given (``lpips`` or $FACESYNTH_LPIPS), else the Inception distance."""
+    path = lpips_path(lpips)
+    if path is not None:
+        return load_lpips_vgg16(path, device or "cpu")
+    if extractor is None:
+        from .inception import feature_extractor
+
+        extractor = feature_extractor(device, inception)
+    return InceptionDistance(extractor)

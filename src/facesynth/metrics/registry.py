@@ -27,7 +27,7 @@ from ..errors import FacesynthError
 from ..util.atomic import write_bytes_atomic
 from . import cache as stats_cache
 from .inception import default_device, extract_features, feature_extractor
-from .perceptual import InceptionDistance, load_lpips_vgg16, lpips_path
+from .perceptual import lpips_path, perceptual_distance
 from .ppl import perceptual_path_length
 from .sources import dataset_batches, generator_batches, generator_resolution, module_device, open_dataset
 from .stats import fid_from_features, kernel_inception_distance, precision_recall
@@ -123,9 +123,9 @@ class MetricContext:
 
     def distance(self):
         if self._distance is None:
-            path = lpips_path(self.lpips)
-            self._distance = (load_lpips_vgg16(path, self.device) if path is not None
-                              else InceptionDistance(self.extractor))
+            # The Inception network is loaded only when it is the distance (no LPIPS weights given).
+            extractor = self.extractor if lpips_path(self.lpips) is None else None
+            self._distance = perceptual_distance(self.lpips, extractor, self.device)
         return self._distance
 
 

