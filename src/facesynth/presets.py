@@ -19,8 +19,35 @@ MAX_CHANNELS = 4096
 MAX_DIM = 4096
 
 
+class JsonConfig:
+    """(De)serialisation shared by the frozen config dataclasses: exact keys, validated on the way in."""
+
+    def validate(self, source: str = "config"):
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config"):
+        if not isinstance(d, dict):
+            raise FacesynthError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise FacesynthError(f"{source}: unknown config keys {unknown}")
+        try:
+            cfg = cls(**d)
+        except TypeError as e:  # pragma: no cover - dataclass arg errors
+            raise FacesynthError(f"{source}: {e}") from None
+        return cfg.validate(source)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class GANConfig:
+class GANConfig(JsonConfig):
     """Architecture and training hyper-parameters of one GAN model."""
 
     name: str = "custom"
@@ -161,27 +188,6 @@ class GANConfig:
                 if not ok:
                     raise bad(f"{name}[{k!r}] must be positive, got {v!r}")
 
-    # ----------------------------------------------------------------- (de)serialise
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "GANConfig":
-        if not isinstance(d, dict):
-            raise FacesynthError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise FacesynthError(f"{source}: unknown config keys {unknown}")
-        try:
-            cfg = cls(**d)
-        except TypeError as e:  # pragma: no cover - dataclass arg errors
-            raise FacesynthError(f"{source}: {e}") from None
-        return cfg.validate(source)
-
-    def replace(self, **changes) -> "GANConfig":
-        return dataclasses.replace(self, **changes)
-
 
 ARCHS = ("stylegan2", "stylegan1", "progan")
 LOSSES = ("logistic", "wgan-gp")
@@ -313,4 +319,4 @@ def parameter_counts(cfg: GANConfig) -> dict[str, int]:
     return {"G": count(g), "G.mapping": count(g.mapping), "D": count(d)}
 
 
-__all__ = ["GANConfig", "PRESETS", "get_preset", "parameter_counts"]
+__all__ = ["JsonConfig", "GANConfig", "PRESETS", "get_preset", "parameter_counts"]

@@ -47,30 +47,35 @@ class FaceDescriber:
         self._rect = dlib.rectangle
         self._point = dlib.point
 
-    def describe(self, image: np.ndarray) -> np.ndarray | None:
+    def describe(self, image: np.ndarray, at=None) -> tuple[np.ndarray, object] | None:
+        """(descriptor, face) of the largest face, or None when there is none.  ``at``: a face found in
+        another image of the same size and framing, used when none is detected in this one."""
         img = np.ascontiguousarray(image)
         side = min(img.shape[:2])
         if side < MIN_SIDE:
             f = -(-MIN_SIDE // side)
             img = np.asarray(Image.fromarray(img).resize((img.shape[1] * f, img.shape[0] * f), Image.LANCZOS))
         faces = self.detector.faces(img)
-        if not faces:
+        face = faces[0] if faces else at
+        if face is None:
             return None
-        face = faces[0]
         rect = self._rect(*face.box)
         shape = self._full_object_detection(rect, [self._point(int(x), int(y)) for x, y in face.landmarks])
-        return np.asarray(self.net.compute_face_descriptor(img, shape), dtype=np.float64)
+        return np.asarray(self.net.compute_face_descriptor(img, shape), dtype=np.float64), face
 
 
 def identity_similarity(describer: FaceDescriber, a: torch.Tensor, b: torch.Tensor) -> list[dict]:
-    """Per pair of images in [-1, 1]: cosine similarity and Euclidean distance of their descriptors
-    (NaN where a face is not found; a distance under 0.6 is dlib's "same person")."""
+    """Per pair of images in [-1, 1] (``a`` generated, ``b`` the reference, framed alike): cosine
+    similarity and Euclidean distance of their descriptors; a distance under 0.6 is dlib's "same
+    person".  Where dlib finds no face in ``a``, its face chip is cut at the landmarks of ``b``'s face
+    (``detected`` says which); NaN where the reference itself has none."""
     out = []
     for x, y in zip(to_uint8(a), to_uint8(b)):
-        dx, dy = describer.describe(x), describer.describe(y)
-        if dx is None or dy is None:
-            out.append({"cosine": float("nan"), "distance": float("nan")})
-        else:
-            out.append({"cosine": float(dx @ dy / (np.linalg.norm(dx) * np.linalg.norm(dy))),
-                        "distance": float(np.linalg.norm(dx - dy))})
+        ref = describer.describe(y)
+        if ref is None:
+            out.append({"cosine": float("nan"), "distance": float("nan"), "detected": False})
+            continue
+        (dy, face), (dx, found) = ref, describer.describe(x, at=ref[1])
+        out.append({"cosine": float(dx @ dy / (np.linalg.norm(dx) * np.linalg.norm(dy))),
+                    "distance": float(np.linalg.norm(dx - dy)), "detected": found is not face})
     return out

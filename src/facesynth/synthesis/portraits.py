@@ -115,7 +115,8 @@ def project_photo(G, photo: str | Path, out: str | Path, settings: ProjectionSet
         from ..metrics.identity import FaceDescriber, identity_similarity
 
         sim = identity_similarity(FaceDescriber(), proj.image, target)[0]
-        report.update({"identity_cosine": sim["cosine"], "identity_distance": sim["distance"]})
+        report.update({"identity_cosine": sim["cosine"], "identity_distance": sim["distance"],
+                       "face_detected_in_reconstruction": sim["detected"]})
     write_json_atomic(out / "report.json", report)
     return report
 

@@ -139,9 +139,9 @@ def snapshot_name(images_seen: int) -> str:
     return f"{SNAPSHOT_PREFIX}{images_seen:09d}"
 
 
-def model_metadata(cfg: GANConfig, growth: dict | None) -> dict[str, str]:
+def model_metadata(cfg: GANConfig, growth: dict | None, kind: str = KIND) -> dict[str, str]:
     """The safetensors metadata of a model file: its kind, the config, and where growing stood."""
-    meta = {"kind": KIND, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
+    meta = {"kind": kind, "format": str(FORMAT_VERSION), "config": json.dumps(cfg.to_dict())}
     if growth:
         meta["growth"] = json.dumps(growth)
     return meta
@@ -152,8 +152,9 @@ def growth_of(generator: nn.Module | None) -> dict | None:
 
 
 def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], training: dict[str, torch.Tensor],
-                  state: dict, keep: int = 3) -> Path:
-    """Write one complete snapshot folder atomically and point latest.json at it."""
+                  state: dict, keep: int = 3, kind: str = KIND) -> Path:
+    """Write one complete snapshot folder atomically and point latest.json at it (any config with
+    ``to_dict``; ``kind`` names the model family in the file's metadata)."""
     run_dir = Path(run_dir)
     final = run_dir / snapshot_name(int(state["images_seen"]))
     tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", suffix=".tmp", dir=run_dir))
@@ -161,9 +162,9 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
         tensors = {}
         for prefix, m in models.items():
             tensors.update(module_tensors(prefix, m))
-        save_file(tensors, str(tmp / MODEL_FILE), metadata=model_metadata(cfg, growth_of(models.get("G_ema"))))
+        save_file(tensors, str(tmp / MODEL_FILE), metadata=model_metadata(cfg, growth_of(models.get("G_ema")), kind))
         save_file({k: v.contiguous() for k, v in training.items()}, str(tmp / TRAINING_FILE),
-                  metadata={"kind": KIND + "-training", "format": str(FORMAT_VERSION)})
+                  metadata={"kind": kind + "-training", "format": str(FORMAT_VERSION)})
         (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         for f in tmp.iterdir():

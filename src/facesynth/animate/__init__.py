@@ -1,0 +1,1 @@
+"""Few-shot talking heads (Zakharov et al. 2019): meta-learning, fine-tuning, reenactment, evaluation."""

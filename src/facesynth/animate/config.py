@@ -1,0 +1,103 @@
+"""Talking-head model configurations (networks and training hyper-parameters) and their presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import FacesynthError
+from ..presets import JsonConfig
+
+CONTENT_NETS = ("inception", "lpips-vgg16", "none")
+
+
+@dataclass(frozen=True)
+class TalkingHeadConfig(JsonConfig):
+    name: str = "custom"
+    resolution: int = 64
+    base_channels: int = 32  # channels after the first down-sampling block; doubled per block
+    max_channels: int = 256
+    embed_dim: int = 256
+    g_down_blocks: int = 3  # G's encoder halves the landmark image this many times
+    g_res_blocks: int = 2  # AdaIN residual blocks at the bottleneck
+    attention: list = field(default_factory=list)  # resolutions with a self-attention block
+    spectral_norm: bool = True
+    # Meta-learning
+    shots: int = 8  # K frames per episode for the embedder
+    batch: int = 4  # episodes per step
+    g_lr: float = 5e-5  # embedder + generator (the paper's)
+    d_lr: float = 2e-4  # discriminator (the paper's)
+    betas: list = field(default_factory=lambda: [0.5, 0.999])
+    # Loss weights.  The paper's content term is VGG19 + VGGFace; here a network with offline weights.
+    content_net: str = "inception"
+    content_size: int = 128  # the content network sees frames resized to this
+    content_weight: float = 1.0
+    pixel_weight: float = 0.0  # an L1 term on pixels (not in the paper; speeds up learning on small budgets)
+    adv_weight: float = 1.0
+    fm_weight: float = 10.0  # feature matching on D's activations (the paper's 10)
+    match_weight: float = 80.0  # |W_i - e_i| (the paper's 80)
+    snapshot_steps: int = 500
+    # Few-shot fine-tuning
+    finetune_steps: int = 200
+    finetune_lr: float = 5e-5
+
+    def validate(self, source: str = "config") -> "TalkingHeadConfig":
+        def bad(msg: str) -> FacesynthError:
+            return FacesynthError(f"{source}: {msg}")
+
+        r = self.resolution
+        if not isinstance(r, int) or not 32 <= r <= 1024 or r & (r - 1):
+            raise bad(f"resolution must be a power of two from 32 to 1024, got {r!r}")
+        for name in ("base_channels", "max_channels", "embed_dim", "g_down_blocks", "shots", "batch",
+                     "snapshot_steps", "finetune_steps", "content_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise bad(f"{name} must be a positive integer, got {v!r}")
+        if self.g_down_blocks > int(math.log2(r)) - 2:
+            raise bad(f"g_down_blocks={self.g_down_blocks} goes below 4x4 at {r}x{r}")
+        if not isinstance(self.g_res_blocks, int) or self.g_res_blocks < 0:
+            raise bad(f"g_res_blocks must be a non-negative integer, got {self.g_res_blocks!r}")
+        if self.base_channels < 2 or max(self.max_channels, self.embed_dim) > 4096:
+            raise bad("channel counts must lie between 2 and 4096")
+        if self.content_net not in CONTENT_NETS:
+            raise bad(f"content_net must be one of {', '.join(CONTENT_NETS)}, got {self.content_net!r}")
+        for a in self.attention:
+            if not isinstance(a, int) or a < 4 or a > r:
+                raise bad(f"attention resolutions must lie between 4 and {r}, got {a!r}")
+        for name in ("g_lr", "d_lr", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise bad(f"{name} must be positive")
+        for name in ("content_weight", "pixel_weight", "adv_weight", "fm_weight", "match_weight"):
+            if not getattr(self, name) >= 0:
+                raise bad(f"{name} must be non-negative")
+        return self
+
+
+PRESETS: dict[str, TalkingHeadConfig] = {}
+
+
+def _register(cfg: TalkingHeadConfig) -> None:
+    PRESETS[cfg.name] = cfg.validate(f"preset {cfg.name}")
+
+
+# CPU-sized: 64x64, learns within an hour on two cores.  Larger learning rates than the paper's and a
+# pixel L1 term, because an hour of CPU is ~3 orders of magnitude less training than the paper's.
+_register(TalkingHeadConfig(name="talking-64-cpu", resolution=64, base_channels=32, max_channels=256,
+                            embed_dim=256, g_down_blocks=3, g_res_blocks=2, attention=[16], shots=4, batch=4,
+                            g_lr=2e-4, d_lr=4e-4, content_size=128, pixel_weight=10.0, match_weight=10.0,
+                            snapshot_steps=250, finetune_steps=100, finetune_lr=1e-4))
+_register(TalkingHeadConfig(name="talking-128", resolution=128, base_channels=32, max_channels=512,
+                            embed_dim=512, g_down_blocks=4, g_res_blocks=3, attention=[32], shots=8, batch=8,
+                            g_lr=1e-4, d_lr=4e-4, content_size=256, pixel_weight=1.0, snapshot_steps=1000))
+# The paper's 256x256 model: 64 -> 512 channels, G down to 16x16, self-attention at 32 and 64,
+# 512-d embeddings, K = 8, TTUR learning rates 5e-5 / 2e-4.
+_register(TalkingHeadConfig(name="talking-256-paper", resolution=256, base_channels=64, max_channels=512,
+                            embed_dim=512, g_down_blocks=4, g_res_blocks=5, attention=[32, 64], shots=8, batch=48,
+                            g_lr=5e-5, d_lr=2e-4, content_size=299, snapshot_steps=2000, finetune_steps=1000))
+
+
+def get_preset(name: str) -> TalkingHeadConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise FacesynthError(f"unknown talking-head preset {name!r}; known: {', '.join(PRESETS)}") from None

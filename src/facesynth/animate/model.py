@@ -1,0 +1,63 @@
+"""Talking-head checkpoints: building the three networks and reading them back.
+
+A meta-trained run's snapshots hold E, G and D (kind ``facesynth-talking-head``); a fine-tuned
+person (kind ``facesynth-talking-person``) holds G, D, the person's AdaIN parameters ``psi`` and
+discriminator vector ``w``.  Both are safetensors with the config in their metadata, like the GANs'.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import FacesynthError
+from ..nets.talking_head import Embedder, ProjectionDiscriminator, TalkingHeadGenerator
+from ..training import checkpoint as ckpt
+from .config import TalkingHeadConfig
+
+RUN_KIND = "facesynth-talking-head"
+PERSON_KIND = "facesynth-talking-person"
+
+
+def build_networks(cfg: TalkingHeadConfig, num_videos: int) -> dict[str, torch.nn.Module]:
+    return {"E": Embedder(cfg), "G": TalkingHeadGenerator(cfg), "D": ProjectionDiscriminator(cfg, num_videos)}
+
+
+def read_checkpoint(path: str | Path) -> tuple[str, TalkingHeadConfig, dict[str, torch.Tensor], Path]:
+    """(kind, config, tensors, model file) of a talking-head run, snapshot or person checkpoint."""
+    model_file = ckpt.resolve_checkpoint(path)
+    meta = ckpt.check_safetensors(model_file)
+    kind = meta.get("kind")
+    if kind not in (RUN_KIND, PERSON_KIND):
+        hint = " (a face GAN: use it with generate/mix/project)" if kind == ckpt.KIND else ""
+        raise FacesynthError(f"{model_file}: not a talking-head checkpoint (kind={kind!r}){hint}")
+    try:
+        cfg_dict = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise FacesynthError(f"{model_file}: checkpoint config is not valid JSON") from None
+    cfg = TalkingHeadConfig.from_dict(cfg_dict, source=str(model_file))
+    return kind, cfg, ckpt.read_safetensors(model_file), model_file
+
+
+def num_videos_of(tensors: dict[str, torch.Tensor], source: str) -> int:
+    w = tensors.get("D.W")
+    if w is None or w.ndim != 2:
+        raise FacesynthError(f"{source}: no discriminator video matrix D.W")
+    return int(w.shape[0])
+
+
+def load_run(path: str | Path, device="cpu") -> tuple[TalkingHeadConfig, dict[str, torch.nn.Module], Path]:
+    """E, G, D of a meta-trained checkpoint, in eval mode on ``device``."""
+    kind, cfg, tensors, model_file = read_checkpoint(path)
+    if kind != RUN_KIND:
+        raise FacesynthError(f"{model_file}: a fine-tuned person, not a meta-trained run (needs the embedder)")
+    nets = build_networks(cfg, num_videos_of(tensors, str(model_file)))
+    for name, net in nets.items():
+        ckpt.load_module_tensors(net, tensors, name, str(model_file))
+        net.to(device).eval()
+    return cfg, nets, model_file
+
+
+__all__ = ["RUN_KIND", "PERSON_KIND", "build_networks", "read_checkpoint", "load_run", "num_videos_of"]

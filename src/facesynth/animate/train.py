@@ -1,0 +1,248 @@
+"""Meta-learning (Zakharov et al. 2019, section 3.2): episodes of K frames + a target from one video.
+
+Per step, for a batch of episodes:
+  E/G step: e = mean E(frames, landmark images); x^ = G(target landmarks, P e);
+            content + pixel + adversarial (-D) + feature matching + |W_i - e|, into E and G.
+  D step:   hinge loss on (target, x^) given the target landmarks and the video, + |W_i - e| into W.
+Snapshots carry weights, Adam moments, RNG states and the sampler's state, so a resumed run
+continues exactly as an uninterrupted one; progress, JSONL stats and sample grids as in ``train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..errors import FacesynthError
+from ..training import checkpoint as ckpt
+from ..training.loop import pick_device
+from ..util.atomic import check_writable_dir, write_json_atomic
+from ..util.grid import save_grid
+from .config import TalkingHeadConfig, get_preset
+from .episodes import EpisodeSampler, load_videos
+from .losses import content_loss, content_network, feature_matching, hinge_d_loss, match_loss
+from .model import RUN_KIND, build_networks, read_checkpoint
+
+RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight", "pixel_weight", "adv_weight",
+             "fm_weight", "match_weight", "finetune_steps", "finetune_lr"}
+
+
+@dataclass
+class MetaTrainOptions:
+    data: str
+    out: str
+    preset: str = "talking-64-cpu"
+    steps: int = 10_000
+    shots: int | None = None  # K; the preset's when None
+    seed: int = 0
+    resume: str | None = None  # "auto" or a checkpoint
+    exclude: list = field(default_factory=list)  # clips kept aside for validation
+    overrides: dict = field(default_factory=dict)
+    device: str = "auto"
+    max_seconds: float | None = None
+    threads: int | None = None
+    keep_snapshots: int = 3
+    quiet: bool = False
+    inception: str | None = None
+    lpips: str | None = None
+    tick_steps: int = 25
+
+
+def _named(module: torch.nn.Module) -> dict[int, str]:
+    return {id(p): n for n, p in module.named_parameters()}
+
+
+class MetaTrainer:
+    def __init__(self, opts: MetaTrainOptions):
+        self.opts = opts
+        self.device = pick_device(opts.device)
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.out = check_writable_dir(opts.out)
+        resume = self._find_resume()
+        state = {}
+        if resume is not None:
+            _, cfg, tensors, resume = read_checkpoint(resume)
+            bad = {k for k, v in opts.overrides.items() if k not in RESUMABLE and getattr(cfg, k, None) != v}
+            if bad:
+                raise FacesynthError(f"cannot change {sorted(bad)} when resuming: they define the networks")
+            state = ckpt.read_json(resume.parent / "state.json", "training state")
+            exclude = list(state.get("exclude", []))
+        else:
+            cfg = get_preset(opts.preset)
+            if opts.shots is not None:
+                cfg = cfg.replace(shots=opts.shots)
+            exclude = list(opts.exclude)
+        self.cfg: TalkingHeadConfig = cfg.replace(**opts.overrides).validate("talking-head config")
+        self.exclude = exclude
+        self.seed = int(state.get("seed", opts.seed))
+        torch.manual_seed(self.seed)
+        self.videos = load_videos(opts.data, self.cfg.resolution, exclude=exclude, quiet=opts.quiet)
+        self.sampler = EpisodeSampler(self.videos, self.cfg.shots, self.seed)
+        nets = build_networks(self.cfg, len(self.videos))
+        self.E, self.G, self.D = (nets[k].to(self.device) for k in ("E", "G", "D"))
+        betas = tuple(self.cfg.betas)
+        self.opt_EG = torch.optim.Adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr,
+                                       betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
+        self.content = content_network(self.cfg, self.device, opts.inception, opts.lpips)
+        self.step = 0
+        self.elapsed = 0.0
+        if resume is not None:
+            self._load(resume, tensors, state)
+        self.preview = EpisodeSampler(self.videos, self.cfg.shots, self.seed + 999).sample(min(8, 2 * len(self.videos)))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _find_resume(self) -> Path | None:
+        r = self.opts.resume
+        if r is None:
+            if ckpt.list_snapshots(self.out):
+                raise FacesynthError(f"{self.out} already holds a run: pass --resume auto to continue it, "
+                                     "or choose another --out")
+            return None
+        if r == "auto":
+            return ckpt.resolve_checkpoint(self.out) if ckpt.list_snapshots(self.out) else None
+        return ckpt.resolve_checkpoint(r)
+
+    def _load(self, model_file: Path, tensors: dict, state: dict) -> None:
+        names = [v.name for v in self.videos]
+        if state.get("videos") and state["videos"] != names:
+            raise FacesynthError(f"{model_file}: trained on clips {state['videos']}, but {self.opts.data} gives "
+                                 f"{names}: D's per-video vectors would not match")
+        for name, net in (("E", self.E), ("G", self.G), ("D", self.D)):
+            ckpt.load_module_tensors(net, tensors, name, str(model_file))
+        training = ckpt.read_safetensors(model_file.parent / ckpt.TRAINING_FILE)
+        ckpt.load_optimizer_tensors(self.opt_EG, training, "opt_EG", {**_named(self.E), **_named(self.G)})
+        ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", _named(self.D))
+        torch.set_rng_state(training["rng.cpu"])
+        self.sampler.generator.set_state(training["rng.sampler"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        print(f"resumed from {model_file.parent} at step {self.step}", file=sys.stderr)
+
+    def save(self) -> Path:
+        training = {"rng.cpu": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
+        training.update(ckpt.optimizer_tensors("opt_EG", self.opt_EG, {**_named(self.E), **_named(self.G)}))
+        training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
+        state = {"images_seen": self.step * self.cfg.batch, "step": self.step, "elapsed_s": self.elapsed,
+                 "seed": self.seed, "data": str(self.opts.data), "videos": [v.name for v in self.videos],
+                 "exclude": self.exclude}
+        return ckpt.save_snapshot(self.out, self.cfg, {"E": self.E, "G": self.G, "D": self.D}, training, state,
+                                  keep=self.opts.keep_snapshots, kind=RUN_KIND)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, ep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        ep = {k: v.to(self.device) for k, v in ep.items()}
+        video, target, drawing = ep["video"], ep["target"], ep["target_drawing"]
+        stats = {}
+
+        # E and G: reproduce the target from its landmarks and the K other frames' embedding.
+        self.D.requires_grad_(False)
+        e = self.E(ep["frames"], ep["drawings"])
+        fake = self.G(drawing, self.G.psi(e))
+        fake_score, fake_feats = self.D(fake, drawing, video)
+        with torch.no_grad():
+            _, real_feats = self.D(target, drawing, video)
+        losses = {"adv": -fake_score.mean(), "fm": feature_matching(fake_feats, real_feats),
+                  "pixel": F.l1_loss(fake, target), "match": match_loss(self.D.W[video].detach(), e)}
+        if self.content is not None:
+            losses["content"] = content_loss(self.content, fake, target)
+        weights = {"adv": cfg.adv_weight, "fm": cfg.fm_weight, "pixel": cfg.pixel_weight,
+                   "match": cfg.match_weight, "content": cfg.content_weight}
+        loss_G = sum(weights[k] * v for k, v in losses.items())
+        self.opt_EG.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_EG.step()
+        stats.update({f"loss/{k}": v.detach() for k, v in losses.items()})
+        stats["loss/G"] = loss_G.detach()
+
+        # D: hinge loss, and W_i pulled toward the embedding of its video.
+        self.D.requires_grad_(True)
+        real_score, _ = self.D(target, drawing, video)
+        fake_score, _ = self.D(fake.detach(), drawing, video)
+        loss_D = hinge_d_loss(real_score, fake_score) + cfg.match_weight * match_loss(self.D.W[video], e.detach())
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+        stats.update({"loss/D": loss_D.detach(), "scores/real": real_score.detach().mean(),
+                      "scores/fake": fake_score.detach().mean()})
+        self.step += 1
+        return stats
+
+    @torch.no_grad()
+    def save_samples(self, path: Path) -> None:
+        """Rows: first of the K frames, target landmarks, generated, target."""
+        ep = {k: v.to(self.device) for k, v in self.preview.items()}
+        self.E.eval(), self.G.eval()
+        fake = self.G(ep["target_drawing"], self.G.psi(self.E(ep["frames"], ep["drawings"])))
+        self.E.train(), self.G.train()
+        rows = [ep["frames"][:, 0], ep["target_drawing"], fake, ep["target"]]
+        save_grid(torch.stack(rows, dim=1).flatten(0, 1).cpu(), path, cols=len(rows))
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        opts, cfg = self.opts, self.cfg
+        if self.step == 0:
+            write_json_atomic(self.out / "training_options.json", {
+                "options": dataclasses.asdict(opts), "config": cfg.to_dict(),
+                "videos": [{"name": v.name, "frames": len(v.frames)} for v in self.videos],
+                "exclude": self.exclude, "content": getattr(self.content, "name", "none"),
+                "device": str(self.device), "torch": torch.__version__})
+            self.save_samples(self.out / "samples-init.png")
+        log = self.out / "stats.jsonl"
+        acc: dict[str, list[torch.Tensor]] = {}
+        last: dict = {}
+        tick_start, tick_step = time.time(), self.step
+        deadline = time.time() + opts.max_seconds if opts.max_seconds else float("inf")
+        pbar = tqdm(total=opts.steps, initial=min(self.step, opts.steps), unit="step", desc="meta-train",
+                    disable=opts.quiet, file=sys.stderr, dynamic_ncols=True)
+        try:
+            while self.step < opts.steps:
+                for k, v in self.train_step(self.sampler.sample(cfg.batch)).items():
+                    acc.setdefault(k, []).append(v)
+                pbar.update(1)
+                done = self.step >= opts.steps or time.time() >= deadline
+                if self.step % opts.tick_steps == 0 or done:
+                    dt = time.time() - tick_start
+                    self.elapsed += dt
+                    line = {k: float(torch.stack(v).float().mean()) for k, v in acc.items()}
+                    bad = [k for k, v in line.items() if v != v or abs(v) == float("inf")]
+                    if bad:
+                        raise FacesynthError(f"training diverged: {', '.join(bad)} became NaN/Inf at step "
+                                             f"{self.step}; resume from the last snapshot with a lower learning rate")
+                    line.update({"step": self.step, "episodes": self.step * cfg.batch,
+                                 "sec_per_step": dt / max(self.step - tick_step, 1), "elapsed_s": self.elapsed,
+                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                    with open(log, "a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    pbar.set_postfix({"G": f"{line['loss/G']:.2f}", "D": f"{line['loss/D']:.2f}",
+                                      "L1": f"{line['loss/pixel']:.3f}"})
+                    last, acc = line, {}
+                    tick_start, tick_step = time.time(), self.step
+                if self.step % cfg.snapshot_steps == 0 or done:
+                    snap = self.save()
+                    self.save_samples(self.out / f"samples-{self.step:07d}.png")
+                    tqdm.write(f"snapshot {snap.name} (step {self.step})", file=sys.stderr)
+                    tick_start = time.time()
+                if done:
+                    break
+        finally:
+            pbar.close()
+        return last
+
+
+def meta_train(opts: MetaTrainOptions) -> dict:
+    """Meta-train (or resume) a talking-head model; returns the last tick's statistics."""
+    return MetaTrainer(opts).run()
+
+
+__all__ = ["MetaTrainOptions", "MetaTrainer", "meta_train"]
