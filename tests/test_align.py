@@ -122,3 +122,21 @@ def test_identity_similarity_knows_a_face_from_another(detector):
     same, other = identity_similarity(FaceDescriber(), t[:1].flip(-1).repeat(2, 1, 1, 1), t)
     assert same["distance"] < 0.6 < other["distance"]  # dlib's same-person threshold
     assert same["cosine"] > other["cosine"]
+
+
+def test_framings_move_and_scale_the_ffhq_square():
+    from facesynth.presets import get_preset
+
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(40, 60, (68, 2))
+    quad, side = align.ffhq_quad(lm)
+    same, same_side = align.framed_quad(quad, align.get_framing("ffhq"))
+    assert np.allclose(same, quad) and abs(same_side - side) < 1e-9
+    utk, utk_side = align.framed_quad(quad, align.get_framing("utkface"))
+    assert abs(utk_side / side - 0.625) < 1e-9
+    down = (quad[1] - quad[0]) / np.linalg.norm(quad[1] - quad[0])  # the crop's own "toward the chin"
+    assert abs((utk.mean(0) - quad.mean(0)) @ down / side - 0.100) < 1e-9
+    with pytest.raises(FacesynthError, match="unknown framing"):
+        align.get_framing("celeba")
+    with pytest.raises(FacesynthError, match="unknown framing"):
+        get_preset("tiny").replace(framing="celeba").validate()

@@ -217,3 +217,15 @@ def test_animate_a_portrait_from_a_shared_clip(tiny_run, tmp_path, capsys):
     assert main(["animate", "run", "--ckpt", str(default_model()), "--self", "--driver",
                  str(driver), "--out", str(tmp_path / "y.mp4"), "--quiet"]) == 2
     assert "not a talking-head checkpoint" in capsys.readouterr().err
+
+
+def test_unreadable_driver_is_one_clear_line(tiny_run, tmp_path, capsys):
+    from facesynth.cli import main
+
+    junk = tmp_path / "driver.mp4"
+    junk.write_bytes(b"this is not a video")
+    assert main(["animate", "run", "--ckpt", str(tiny_run), "--self", "--driver", str(junk), "--out",
+                 str(tmp_path / "o.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "driver.mp4: not a readable video" in err and "Traceback" not in err
+    assert not (tmp_path / "o.mp4").exists()

@@ -90,14 +90,16 @@ def cmd_dataset(args) -> int:
     from .data.build import build_dataset
 
     build_dataset(args.src, args.dest, args.resolution, square=args.square, max_images=args.max_images,
-                  workers=args.workers, quiet=args.quiet, align=args.align, landmarks=args.landmarks)
+                  workers=args.workers, quiet=args.quiet, align=args.align, landmarks=args.landmarks,
+                  framing=args.framing)
     return 0
 
 
 def cmd_align(args) -> int:
     from .data.align import align_paths
 
-    align_paths(args.inputs, args.out, args.resolution, landmarks=args.landmarks, quiet=args.quiet)
+    align_paths(args.inputs, args.out, args.resolution, landmarks=args.landmarks, quiet=args.quiet,
+                framing=args.framing)
     return 0
 
 
@@ -168,7 +170,7 @@ def cmd_animate_eval(args) -> int:
 def _overrides(args) -> dict:
     ov = {}
     for arg, key in (("batch", "batch"), ("gamma", "r1_gamma"), ("snap", "snapshot_kimg"), ("pl_weight", "pl_weight"),
-                     ("mixing", "style_mixing_prob")):
+                     ("mixing", "style_mixing_prob"), ("framing", "framing")):
         v = getattr(args, arg)
         if v is not None:
             ov[key] = v
@@ -229,7 +231,7 @@ def cmd_project(args) -> int:
                                   seed=args.seed)
     report = project_photo(G, args.target, args.out, settings, align=not args.no_align, lpips=args.lpips,
                            inception=args.inception, ckpt=_ckpt(args), video=not args.no_video,
-                           identity=not args.no_identity, quiet=args.quiet)
+                           identity=not args.no_identity, quiet=args.quiet, framing=args.framing)
     print(json.dumps(report))
     return 0
 
@@ -394,6 +396,12 @@ def _animate_common(s, training: bool = False) -> None:
     s.add_argument("--quiet", action="store_true")
 
 
+def _framing_arg(s, help: str, default: str | None = "ffhq") -> None:
+    from .data.align import FRAMINGS
+
+    s.add_argument("--framing", choices=sorted(FRAMINGS), default=default, help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facesynth", description="Photorealistic face synthesis.")
     p.add_argument("--version", action="version", version=f"facesynth {__version__}")
@@ -417,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "$FACESYNTH_LANDMARKS, PyPI face-recognition-models, or Debian libdlib-data)")
     s.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     s.add_argument("--quiet", action="store_true")
+    _framing_arg(s, "with --align: crop as FFHQ (default) or as another data set's faces are cropped")
     s.set_defaults(func=cmd_dataset)
 
     s = sub.add_parser("align", help="detect faces in photos and crop them as FFHQ's were")
@@ -426,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model (default: $FACESYNTH_LANDMARKS, "
                    "PyPI face-recognition-models, or Debian libdlib-data)")
     s.add_argument("--quiet", action="store_true")
+    _framing_arg(s, "crop as FFHQ (default) or as another data set's faces are cropped")
     s.set_defaults(func=cmd_align)
 
     _add_animate(sub)
@@ -445,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gamma", type=float, default=None, help="override R1 gamma")
     s.add_argument("--pl-weight", type=float, default=None, help="path-length regularisation weight (0 = off)")
     s.add_argument("--mixing", type=float, default=None, help="style-mixing probability")
+    _framing_arg(s, "how the training faces are cropped, recorded in the model so photos are aligned alike "
+                 "for projection (default: the preset's, ffhq)", None)
     s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")
     s.add_argument("--snap", type=float, default=None, help="snapshot every N kimg")
     s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
@@ -487,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder for latent.npz, target/reconstruction/compare.png, "
                    "optimisation.mp4, report.json")
     s.add_argument("--space", choices=["w", "w+"], default="w", help="one w for all layers, or one per layer")
+    _framing_arg(s, "crop the photo as these faces were (default: the model's training framing)", None)
     s.add_argument("--steps", type=_positive_int, default=500)
     s.add_argument("--lr", type=_positive_float, default=0.1)
     s.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel MSE beside the "

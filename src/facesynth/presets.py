@@ -95,6 +95,9 @@ class GANConfig(JsonConfig):
     batch_per_res: dict = field(default_factory=dict)
     lr_per_res: dict = field(default_factory=dict)
     reset_adam_on_grow: bool = True
+    # How the training faces were cropped (see data/align.py FRAMINGS): photos are aligned the same way
+    # before projection.
+    framing: str = "ffhq"
     description: str = ""
 
     # ----------------------------------------------------------------- derived
@@ -153,6 +156,10 @@ class GANConfig(JsonConfig):
         if self.mapping_layers == 0 and self.w_dim != self.z_dim:
             raise bad("without mapping layers w is the normalised z, so w_dim must equal z_dim")
         self._validate_growth(bad)
+        from .data.align import FRAMINGS
+
+        if self.framing not in FRAMINGS:
+            raise bad(f"unknown framing {self.framing!r} (known: {', '.join(FRAMINGS)})")
         if self.channel_max > MAX_CHANNELS or self.z_dim > MAX_DIM or self.w_dim > MAX_DIM:
             raise bad(f"channel_max/z_dim/w_dim exceed {MAX_CHANNELS}")
         if not isinstance(self.channel_overrides, dict):

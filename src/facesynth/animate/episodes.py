@@ -28,8 +28,13 @@ def frame_at(frame: np.ndarray, resolution: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((resolution, resolution), Image.LANCZOS))
 
 
+def rescale_landmarks(landmarks: np.ndarray, source_resolution: int, resolution: int) -> np.ndarray:
+    """Pixel coordinates in a source_resolution image -> the same points in a resized one (centres on centres)."""
+    return (np.asarray(landmarks, np.float64) + 0.5) * (resolution / source_resolution) - 0.5
+
+
 def landmark_image(landmarks: np.ndarray, source_resolution: int, resolution: int) -> np.ndarray:
-    return draw_landmarks(np.asarray(landmarks, np.float64) * (resolution / source_resolution), resolution)
+    return draw_landmarks(rescale_landmarks(landmarks, source_resolution, resolution), resolution)
 
 
 @dataclass
@@ -59,7 +64,7 @@ def load_videos(path, resolution: int, include=None, exclude=(), quiet: bool = F
         drawings = np.stack([landmark_image(clip.landmarks[i], clip.resolution, resolution) for i in range(n)])
         videos.append(VideoFrames(clip.name, torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),
                                   torch.from_numpy(drawings).permute(0, 3, 1, 2).contiguous(),
-                                  clip.landmarks * (resolution / clip.resolution), float(clip.fps)))
+                                  rescale_landmarks(clip.landmarks, clip.resolution, resolution), float(clip.fps)))
     return videos
 
 

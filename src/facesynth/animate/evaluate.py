@@ -22,8 +22,8 @@ from ..errors import FacesynthError
 from ..metrics.similarity import psnr, ssim
 from .episodes import load_videos, to_unit
 from .finetune import finetune_person
-from .model import load_run, read_checkpoint
-from .reenact import Portrait, Talker
+from .model import load_run
+from .reenact import Portrait, Talker, stack_portraits
 
 UPSCALE_FOR_LANDMARKS = 256  # dlib needs faces larger than 64 px
 
@@ -113,8 +113,6 @@ def evaluate(ckpt: str, data: str, clips: list[str] | None = None, shots=(1, 8),
                 person, _ = finetune_person(run, portraits, steps=finetune_steps, device=device, quiet=True)
                 talker = Talker(person["G"], person["psi"], cfg.resolution, device)
             else:
-                from .reenact import stack_portraits
-
                 frames, drawings = stack_portraits(portraits)
                 with torch.no_grad():
                     psi = nets["G"].psi(nets["E"](frames.to(device), drawings.to(device)))
@@ -139,7 +137,7 @@ def evaluate(ckpt: str, data: str, clips: list[str] | None = None, shots=(1, 8),
             table[name]["fid"] = float(fid_from_features(real, fake))
     return {"checkpoint": str(model_file), "clips": [v.name for v in videos], "targets_per_clip": targets,
             "finetune_steps": finetune_steps, "resolution": cfg.resolution, "results": table,
-            "seconds": time.time() - t0, "config": read_checkpoint(model_file)[1].name}
+            "seconds": time.time() - t0, "config": cfg.name}
 
 
 def format_table(report: dict) -> str:

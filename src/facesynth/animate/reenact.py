@@ -23,7 +23,7 @@ from ..data.video import crop_frame, head_crop, iter_frames, prepare_image, prob
 from ..errors import FacesynthError
 from ..training import checkpoint as ckpt
 from ..util.video import check_video_path, upscale, write_video
-from .episodes import frame_at, landmark_image, to_unit
+from .episodes import frame_at, landmark_image, rescale_landmarks, to_unit
 from .model import PERSON_KIND, RUN_KIND, build_networks, num_videos_of, read_checkpoint
 
 PREP_RESOLUTION = 256  # portraits and drivers are cropped at this size, then reduced to the model's, like the clips
@@ -44,7 +44,7 @@ def load_portraits(paths, resolution: int, quiet: bool = False) -> list[Portrait
     out = []
     for p in paths:
         crop, lm, _ = prepare_image(p, PREP_RESOLUTION, quiet=quiet)
-        lm = lm * (resolution / PREP_RESOLUTION)
+        lm = rescale_landmarks(lm, PREP_RESOLUTION, resolution)
         out.append(Portrait(Path(p).name, frame_at(crop, resolution), landmark_image(lm, resolution, resolution), lm))
     return out
 
@@ -121,7 +121,8 @@ def track_driver(path, resolution: int, max_frames: int | None = None, quiet: bo
     raw = track_landmarks(path, max_frames=max_frames, quiet=quiet)
     filled, missing = fill_missing(raw)
     crop = head_crop([lm for lm in raw if lm is not None])
-    lms = to_crop(filled.reshape(-1, 2), crop, PREP_RESOLUTION).reshape(-1, 68, 2) * (resolution / PREP_RESOLUTION)
+    lms = rescale_landmarks(to_crop(filled.reshape(-1, 2), crop, PREP_RESOLUTION).reshape(-1, 68, 2),
+                            PREP_RESOLUTION, resolution)
     if missing and not quiet:
         print(f"{path}: no face in {len(missing)} of {len(raw)} frames; their landmarks are interpolated",
               file=sys.stderr)

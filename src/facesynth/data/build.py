@@ -28,7 +28,7 @@ def _encode_png(img) -> bytes:
 
 def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: str = "crop",
                   max_images: int | None = None, workers: int = 2, quiet: bool = False,
-                  align: bool = False, landmarks: str | Path | None = None) -> dict:
+                  align: bool = False, landmarks: str | Path | None = None, framing: str = "ffhq") -> dict:
     """Convert ``src`` into ``dest`` (a .zip).  Returns the dataset.json contents.
 
     Unreadable files are skipped with one line each; the zip is written to a
@@ -47,16 +47,18 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
         raise FacesynthError(f"{src}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp, .tif, .gif)")
 
     if align:
-        from .align import landmark_model_path
+        from .align import get_framing, landmark_model_path
 
         landmarks = landmark_model_path(landmarks)  # fail now, not once per image
+        get_framing(framing)
 
     def prepare(i: int, name: str):
         if not align:
             return prepare_image(source.read(i), name, resolution, square)
         from .align import align_image, thread_detector
 
-        return align_image(decode_image(source.read(i), name), resolution, thread_detector(landmarks), name).image
+        return align_image(decode_image(source.read(i), name), resolution, thread_detector(landmarks), name,
+                           framing).image
 
     def work(i: int):
         name = source.names[i]
@@ -88,7 +90,7 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
             "count": written,
             "skipped": len(skipped),
             "skipped_files": skipped[:1000],
-            "square": "ffhq-align" if align else square,
+            "square": f"{framing}-align" if align else square,
             "source": str(src),
         }
         zf.writestr(DATASET_JSON, json.dumps(meta, indent=2))

@@ -22,8 +22,10 @@ from .styles import seed_ws
 LATENT_FORMAT = "facesynth-latent-1"
 
 
-def photo_target(G, photo: str | Path, align: bool = True, landmarks: str | None = None) -> torch.Tensor:
-    """[1, 3, R, R] in [-1, 1]: the photo's face aligned as the training data was (or centre-cropped)."""
+def photo_target(G, photo: str | Path, align: bool = True, landmarks: str | None = None,
+                 framing: str | None = None) -> torch.Tensor:
+    """[1, 3, R, R] in [-1, 1]: the photo's face aligned as the training data was (the model config's
+    ``framing``, unless another is named), or centre-cropped."""
     from ..data.align import NoFace, align_image
     from ..data.images import BadImage, decode_image, prepare_image
 
@@ -37,7 +39,8 @@ def photo_target(G, photo: str | Path, align: bool = True, landmarks: str | None
         if align:
             from ..data.align import LandmarkDetector
 
-            img = align_image(decode_image(data, str(photo)), res, LandmarkDetector(landmarks), str(photo))
+            img = align_image(decode_image(data, str(photo)), res, LandmarkDetector(landmarks), str(photo),
+                              framing or getattr(G.cfg, "framing", "ffhq"))
             if img.note:
                 print(img.note, file=sys.stderr)
             img = img.image
@@ -88,14 +91,15 @@ def load_latent(path: str | Path, G) -> torch.Tensor:
 
 def project_photo(G, photo: str | Path, out: str | Path, settings: ProjectionSettings | None = None,
                   align: bool = True, lpips: str | None = None, inception: str | None = None,
-                  ckpt: str = "", video: bool = True, identity: bool = True, quiet: bool = False) -> dict:
+                  ckpt: str = "", video: bool = True, identity: bool = True, quiet: bool = False,
+                  framing: str | None = None) -> dict:
     """Align and project ``photo``; write latent.npz, target.png, reconstruction.png, compare.png,
     optimisation.mp4 and report.json (PSNR, SSIM, identity similarity, time) into ``out``."""
     from ..metrics.similarity import psnr, ssim
 
     out = Path(out)
     settings = (settings or ProjectionSettings()).check()
-    target = photo_target(G, photo, align)
+    target = photo_target(G, photo, align, framing=framing)
     distance, distance_name = default_distance(G, lpips, inception)
     proj = project(G, target, distance, settings, quiet=quiet)
     save_latent(out / "latent.npz", proj)
@@ -108,6 +112,7 @@ def project_photo(G, photo: str | Path, out: str | Path, settings: ProjectionSet
         frames = (upscale(np.concatenate([tgt, to_uint8(f)[0]], axis=1), factor) for f in proj.frames)
         write_video(frames, out / "optimisation.mp4", fps=15)
     report = {"photo": str(photo), "checkpoint": ckpt, "space": settings.space, "steps": settings.steps,
+              "framing": (framing or getattr(G.cfg, "framing", "ffhq")) if align else "centre-crop",
               "distance": distance_name, "pixel_weight": settings.pixel_weight,
               "psnr": float(psnr(proj.image, target)[0]), "ssim": float(ssim(proj.image, target)[0]),
               "seconds": proj.seconds, "final_loss": proj.losses[-1]}

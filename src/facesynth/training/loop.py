@@ -46,7 +46,8 @@ from .losses import (
 
 # Config fields that may be changed when resuming (they do not alter the networks' shapes).
 RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_weight", "pl_interval", "snapshot_kimg",
-                       "ema_kimg", "ema_rampup", "xflip", "style_mixing_prob", "gp_lambda", "drift_weight"}
+                       "ema_kimg", "ema_rampup", "xflip", "style_mixing_prob", "gp_lambda", "drift_weight",
+                       "framing"}
 
 
 @dataclass
