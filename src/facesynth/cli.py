@@ -295,6 +295,14 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .web import ServerSettings, serve
+
+    serve(ServerSettings(ckpt=args.ckpt, animate_ckpt=args.animate_ckpt, device=args.device, threads=args.threads,
+                         max_batch=args.max_batch), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -563,6 +571,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_metrics)
+
+    s = sub.add_parser("serve", help="a web page of faces that do not exist (mixing, interpolation, your photo "
+                       "projected or animated) and its JSON API")
+    _ckpt_arg(s)
+    s.add_argument("--animate-ckpt", default=None, help="talking-head run or person for animating photos "
+                   "(default: $FACESYNTH_ANIMATE_CKPT; without one the page says animation is off)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=_positive_int, default=8000)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
+    s.add_argument("--max-batch", type=_positive_int, default=16, help="faces drawn together at most (concurrent "
+                   "requests share a forward pass; larger suits a GPU)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("demo", help="build a small face set, train the tiny model for a minute, write a grid")
     s.add_argument("--out", default="runs/demo")

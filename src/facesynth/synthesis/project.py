@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,11 +104,13 @@ def _lr_at(t: float, s: ProjectionSettings) -> float:
 
 
 def project(G, target: torch.Tensor, distance, settings: ProjectionSettings | None = None,
-            quiet: bool = False) -> Projection:
+            quiet: bool = False, progress: Callable[[int, int], None] | None = None) -> Projection:
     """Optimise a latent (and noise) so that G draws ``target`` ([1, C, R, R] in [-1, 1] at G's resolution).
 
     ``distance(a, b)`` is a differentiable perceptual distance returning [N] (e.g. the ``distance`` method
-    of ``metrics.perceptual.InceptionDistance``, or an LPIPS module).
+    of ``metrics.perceptual.InceptionDistance``, or an LPIPS module).  ``progress(done, total)`` is called
+    after every step (the web server's job progress); G's noise buffers are swapped while this runs, so
+    give it a network no other thread is drawing with.
     """
     s = (settings or ProjectionSettings()).check()
     device = next(G.parameters()).device
@@ -151,6 +154,8 @@ def project(G, target: torch.Tensor, distance, settings: ProjectionSettings | No
             if step % s.record_every == 0:
                 frames.append(image.detach().cpu())
             bar.set_postfix(dist=f"{losses[-1]['perceptual']:.3f}", mse=f"{losses[-1]['pixel']:.4f}")
+            if progress is not None:
+                progress(step + 1, s.steps)
         with torch.no_grad():
             ws = w_opt.detach().expand(1, num_ws, -1).clone()
             final = G.synthesis(ws, noise_mode="const").cpu()

@@ -1,0 +1,42 @@
+"""The JSON the API answers with (and the shapes /docs shows)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Feature(BaseModel):
+    available: bool
+    reason: str | None = Field(None, description="why not, when not available")
+
+
+class Driver(BaseModel):
+    name: str
+    url: str
+
+
+class Info(BaseModel):
+    model: dict = Field(description="the face generator: name, resolution, num_ws, style_groups, z_dim, framing")
+    defaults: dict
+    limits: dict
+    features: dict[str, Feature] = Field(description="project (upload a photo) and animate (talking heads)")
+    drivers: list[Driver] = Field(description="the driving clips that ship with facesynth")
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str = Field(description="project or animate")
+    state: str = Field(description="queued, running, done or failed")
+    progress: float = Field(description="0 to 1")
+    message: str = Field(description="what the job is doing, for people")
+    queue_position: int = Field(description="queued jobs ahead of this one")
+    error: str | None = None
+    result: dict = Field(default_factory=dict, description="when done: what was made (and for project, the "
+                         "face name to use in /api/mix and /api/interpolate)")
+    result_url: str | None = None
+    input_url: str | None = None
+    elapsed_s: float
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what went wrong, in words")
