@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from ..training import checkpoint as ckpt
+from ..training.loop import named_parameters_by_id as _named
 from ..training.loop import pick_device
 from ..util.atomic import check_writable_dir, write_json_atomic
 from ..util.grid import save_grid
@@ -56,10 +57,6 @@ class MetaTrainOptions:
     tick_steps: int = 25
 
 
-def _named(module: torch.nn.Module) -> dict[int, str]:
-    return {id(p): n for n, p in module.named_parameters()}
-
-
 class MetaTrainer:
     def __init__(self, opts: MetaTrainOptions):
         self.opts = opts
@@ -67,7 +64,7 @@ class MetaTrainer:
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.out = check_writable_dir(opts.out)
-        resume = self._find_resume()
+        resume = ckpt.find_resume(self.out, opts.resume)
         state = {}
         if resume is not None:
             _, cfg, tensors, resume = read_checkpoint(resume)
@@ -101,17 +98,6 @@ class MetaTrainer:
         self.preview = EpisodeSampler(self.videos, self.cfg.shots, self.seed + 999).sample(min(8, 2 * len(self.videos)))
 
     # ------------------------------------------------------------------ checkpoints
-    def _find_resume(self) -> Path | None:
-        r = self.opts.resume
-        if r is None:
-            if ckpt.list_snapshots(self.out):
-                raise FacesynthError(f"{self.out} already holds a run: pass --resume auto to continue it, "
-                                     "or choose another --out")
-            return None
-        if r == "auto":
-            return ckpt.resolve_checkpoint(self.out) if ckpt.list_snapshots(self.out) else None
-        return ckpt.resolve_checkpoint(r)
-
     def _load(self, model_file: Path, tensors: dict, state: dict) -> None:
         names = [v.name for v in self.videos]
         if state.get("videos") and state["videos"] != names:

@@ -229,6 +229,19 @@ def list_snapshots(run_dir: Path) -> list[Path]:
     return sorted(snaps, key=lambda p: p.name)
 
 
+def find_resume(out: Path, resume: str | None) -> Path | None:
+    """The model file a run in ``out`` resumes from: none for a new run (refused if ``out`` holds one),
+    its latest snapshot for "auto" (none yet: a new run), or the checkpoint named."""
+    if resume is None:
+        if list_snapshots(out):
+            raise FacesynthError(f"{out} already holds a run: pass --resume auto to continue it, "
+                                 "or choose another --out")
+        return None
+    if resume == "auto":
+        return resolve_checkpoint(out) if list_snapshots(out) else None
+    return resolve_checkpoint(resume)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run folder (-> its latest snapshot), a snapshot folder, or a model.safetensors file -> model file path."""
     path = Path(path)

@@ -122,7 +122,7 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
         be.copy_(b)
 
 
-def _named(module: torch.nn.Module) -> dict[int, str]:
+def named_parameters_by_id(module: torch.nn.Module) -> dict[int, str]:
     return {id(p): n for n, p in module.named_parameters()}
 
 
@@ -141,7 +141,7 @@ class Trainer:
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.out = check_writable_dir(opts.out)
-        resume_model = self._find_resume()
+        resume_model = ckpt.find_resume(self.out, opts.resume)
         if resume_model is not None:
             self.cfg, _ = ckpt.read_model_file(resume_model)
             bad = set(opts.overrides) - RESUMABLE_OVERRIDES
@@ -204,17 +204,6 @@ class Trainer:
         return flat
 
     # ------------------------------------------------------------------ resume
-    def _find_resume(self) -> Path | None:
-        r = self.opts.resume
-        if r is None:
-            if ckpt.list_snapshots(self.out):
-                raise FacesynthError(f"{self.out} already holds a run: pass --resume auto to continue it, "
-                                     "or choose another --out")
-            return None
-        if r == "auto":
-            return ckpt.resolve_checkpoint(self.out) if ckpt.list_snapshots(self.out) else None
-        return ckpt.resolve_checkpoint(r)
-
     def _load(self, model_file: Path) -> None:
         snap = model_file.parent
         _, tensors = ckpt.read_model_file(model_file)
@@ -226,8 +215,8 @@ class Trainer:
             print(f"note: {snap} has no training state; starting fresh optimizers from its weights", file=sys.stderr)
             return
         training = ckpt.read_safetensors(tfile)
-        ckpt.load_optimizer_tensors(self.opt_G, training, "opt_G", _named(self.G))
-        ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", _named(self.D))
+        ckpt.load_optimizer_tensors(self.opt_G, training, "opt_G", named_parameters_by_id(self.G))
+        ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", named_parameters_by_id(self.D))
         state = ckpt.read_json(state_file, "training state")
         self.images_seen = int(state["images_seen"])
         self.step = int(state["step"])
@@ -249,8 +238,8 @@ class Trainer:
         training = {"rng.cpu": torch.get_rng_state(), "rng.aug": self.aug_gen.get_state()}
         if self.device.type == "cuda":
             training["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        training.update(ckpt.optimizer_tensors("opt_G", self.opt_G, _named(self.G)))
-        training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
+        training.update(ckpt.optimizer_tensors("opt_G", self.opt_G, named_parameters_by_id(self.G)))
+        training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, named_parameters_by_id(self.D)))
         state = {"images_seen": self.images_seen, "kimg": self.images_seen / 1000, "step": self.step,
                  "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.seed,
                  "data": str(self.opts.data), "growth": dataclasses.asdict(self.growth)}
