@@ -66,11 +66,14 @@ def label_rows(grid: np.ndarray, labels: list[str], row_height: int, top: int = 
     from PIL import ImageDraw
 
     size = max(10, min(24, row_height // 6))
-    width = width or max(8 * size, row_height)
+    font = _font(size)
+    # Wide enough for the longest line as this font draws it, so no label runs into the images.
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    longest = max((measure.textlength(line, font=font) for t in labels if t for line in t.split("\n")), default=0)
+    width = width or max(int(longest) + size, 8 * size, row_height)
     canvas = Image.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")
     canvas.paste(Image.fromarray(grid), (width, 0))
     draw = ImageDraw.Draw(canvas)
-    font = _font(size)
     for i, text in enumerate(labels):
         if text:
             lines = text.split("\n")
