@@ -7,7 +7,6 @@ discriminator vector ``w``.  Both are safetensors with the config in their metad
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -33,11 +32,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, TalkingHeadConfig, dict[str,
     if kind not in (RUN_KIND, PERSON_KIND):
         hint = " (a face GAN: use it with generate/mix/project)" if kind == ckpt.KIND else ""
         raise FacesynthError(f"{model_file}: not a talking-head checkpoint (kind={kind!r}){hint}")
-    try:
-        cfg_dict = json.loads(meta.get("config", ""))
-    except ValueError:
-        raise FacesynthError(f"{model_file}: checkpoint config is not valid JSON") from None
-    cfg = TalkingHeadConfig.from_dict(cfg_dict, source=str(model_file))
+    cfg = ckpt.config_from_metadata(meta, TalkingHeadConfig, model_file)
     return kind, cfg, ckpt.read_safetensors(model_file), model_file
 
 

@@ -235,22 +235,6 @@ def align_image(image: np.ndarray, resolution: int, detector: LandmarkDetector |
     return Alignment(align_face(image, face.landmarks, resolution, framing), face, len(faces), note)
 
 
-def _inputs(paths: list[str | os.PathLike]) -> list[Path]:
-    from .images import is_image_name
-
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f.name))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FacesynthError(f"{p}: no such file or folder")
-    if not files:
-        raise FacesynthError(f"{', '.join(map(str, paths))}: no images found")
-    return files
-
-
 def align_paths(inputs: list[str | os.PathLike], out: str | os.PathLike, resolution: int,
                 landmarks: str | os.PathLike | None = None, quiet: bool = False, framing: str = "ffhq") -> dict:
     """Align every image in ``inputs`` (files or folders) into ``out``: a folder of PNGs named after the
@@ -263,11 +247,11 @@ def align_paths(inputs: list[str | os.PathLike], out: str | os.PathLike, resolut
 
     from ..util.atomic import write_json_atomic
     from ..util.grid import save_png
-    from .images import BadImage, check_resolution, decode_image
+    from .images import BadImage, check_resolution, collect_files, decode_image, is_image_name
 
     check_resolution(resolution)
     get_framing(framing)
-    files = _inputs(inputs)
+    files = collect_files(inputs, is_image_name, "images")
     out = Path(out)
     single = len(files) == 1 and out.suffix.lower() in (".png", ".jpg", ".jpeg")
     det = LandmarkDetector(landmarks)

@@ -88,6 +88,22 @@ class ImageSource:
             self._zip = None
 
 
+def collect_files(paths, accept, what: str) -> list[Path]:
+    """Files named in ``paths``, folders searched recursively for names ``accept`` takes (sorted);
+    a missing path, or nothing found, is a FacesynthError saying so."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and accept(f.name))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FacesynthError(f"{p}: no such file or folder")
+    if not files:
+        raise FacesynthError(f"{', '.join(map(str, paths))}: no {what} found")
+    return files
+
+
 def load_image_array(path: Path) -> np.ndarray:
     """Loads [N, H, W], [N, H, W, C] or [N, C, H, W] images from .npy/.npz without unpickling."""
     try:

@@ -457,20 +457,6 @@ def write_index(out: str | os.PathLike, resolution: int, clips: Sequence[dict]) 
                                                  "clips": list(clips)})
 
 
-def _video_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    files = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FacesynthError(f"{p}: no such file or folder")
-    if not files:
-        raise FacesynthError(f"{', '.join(map(str, inputs))}: no videos found ({', '.join(VIDEO_SUFFIXES)})")
-    return files
-
-
 def prepare_videos(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, resolution: int = 256,
                    landmarks: str | os.PathLike | None = None, quiet: bool = False,
                    max_frames: int | None = None) -> dict:
@@ -479,10 +465,11 @@ def prepare_videos(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     videos that cannot be read or show no face are reported and skipped.  Returns the summary."""
     from tqdm import tqdm
 
-    from .images import check_resolution
+    from .images import check_resolution, collect_files
 
     check_resolution(resolution)
-    files = _video_files(inputs)
+    files = collect_files(inputs, lambda name: Path(name).suffix.lower() in VIDEO_SUFFIXES,
+                          f"videos ({', '.join(VIDEO_SUFFIXES)})")
     out = check_writable_dir(out)
     clips = {}
     if (out / "index.json").is_file():

@@ -272,17 +272,22 @@ def read_model_file(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor
     return cfg, tensors
 
 
+def config_from_metadata(meta: dict, config_class, path: Path):
+    """The config a model file's metadata carries, validated as ``config_class``."""
+    try:
+        cfg_dict = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise FacesynthError(f"{path}: checkpoint config is not valid JSON") from None
+    return config_class.from_dict(cfg_dict, source=str(path))
+
+
 def read_model(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor], dict]:
     """Config, tensors and growth state ({} for a model trained at full resolution) of a model file."""
     path = resolve_checkpoint(path)
     meta = check_safetensors(path)
     if meta.get("kind") != KIND:
         raise FacesynthError(f"{path}: not a facesynth GAN checkpoint (kind={meta.get('kind')!r})")
-    try:
-        cfg_dict = json.loads(meta.get("config", ""))
-    except ValueError:
-        raise FacesynthError(f"{path}: checkpoint config is not valid JSON") from None
-    cfg = GANConfig.from_dict(cfg_dict, source=str(path))
+    cfg = config_from_metadata(meta, GANConfig, path)
     try:
         growth = json.loads(meta.get("growth", "{}"))
         if not isinstance(growth, dict):
