@@ -27,10 +27,9 @@ def face_like(rng, shift=(0.0, 0.0), size=64) -> np.ndarray:
     return fake_landmarks(size / 2 + shift[0], size / 2 + shift[1], 0.6 * size) + rng.normal(0, 0.3, (68, 2))
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def synthetic_clips(out: Path) -> Path:
     """Three synthetic 'videos' of 10 frames each: a tinted face drawing moving sideways."""
-    out = tmp_path_factory.mktemp("clips")
+    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     entries = []
     for c in range(3):
@@ -43,6 +42,11 @@ def prepared(tmp_path_factory):
     write_json_atomic(out / "index.json", {"format": "facesynth-clips", "version": 1, "resolution": 64,
                                            "clips": entries})
     return out
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return synthetic_clips(tmp_path_factory.mktemp("clips"))
 
 
 def test_paper_preset_has_the_papers_sizes():

@@ -118,6 +118,7 @@ def cmd_animate_train(args) -> int:
     from .animate.train import MetaTrainOptions, meta_train
 
     ov = {k: v for k, v in (("batch", args.batch), ("g_lr", args.lr), ("d_lr", args.d_lr)) if v is not None}
+    ov.update(dict(args.set or []))
     opts = MetaTrainOptions(data=args.data, out=args.out, preset=args.preset, steps=args.steps, shots=args.shots,
                             seed=args.seed, resume=args.resume, exclude=_names(args.exclude), overrides=ov,
                             device=args.device, max_seconds=args.minutes * 60 if args.minutes else None,
@@ -178,7 +179,24 @@ def _overrides(args) -> dict:
         ov["g_lr"] = ov["d_lr"] = args.lr
     if args.no_xflip:
         ov["xflip"] = False
+    ov.update(dict(args.set or []))
     return ov
+
+
+def _set_arg(s) -> None:
+    s.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
+                   help="set any config field of the preset, e.g. r1_interval=8 (a JSON value); repeatable")
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE for --set: the value is JSON (numbers, true/false, objects) or else a plain string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def cmd_train(args) -> int:
@@ -352,6 +370,7 @@ def _add_animate(sub) -> None:
     s.add_argument("--batch", type=_positive_int, default=None)
     s.add_argument("--lr", type=_positive_float, default=None, help="embedder and generator learning rate")
     s.add_argument("--d-lr", type=_positive_float, default=None, help="discriminator learning rate")
+    _set_arg(s)
     s.add_argument("--resume", default=None, help="'auto' (this run's latest snapshot) or a checkpoint path")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
@@ -466,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     _framing_arg(s, "how the training faces are cropped, recorded in the model so photos are aligned alike "
                  "for projection (default: the preset's, ffhq)", None)
     s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")
+    _set_arg(s)
     s.add_argument("--snap", type=float, default=None, help="snapshot every N kimg")
     s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
     s.add_argument("--metrics", default=None, help="metrics at every snapshot, e.g. fid2k,kid2k "

@@ -43,6 +43,9 @@ class JsonConfig:
         return cfg.validate(source)
 
     def replace(self, **changes):
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise FacesynthError(f"unknown config keys {unknown} (known: {', '.join(f.name for f in fields(self))})")
         return dataclasses.replace(self, **changes)
 
 

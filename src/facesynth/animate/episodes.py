@@ -78,17 +78,23 @@ class EpisodeSampler:
         self.videos, self.shots = videos, shots
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample(self, batch: int) -> dict[str, torch.Tensor]:
+    def sample(self, batch: int, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
+        """``batch`` episodes; with data-parallel ranks, this rank's every ``world_size``-th of them.
+
+        Every rank draws the choices of the whole batch, so the generator stays the same on all of them.
+        """
         g = self.generator
         video = torch.randint(len(self.videos), (batch,), generator=g)
         frames, drawings, targets, target_drawings = [], [], [], []
-        for v in video.tolist():
+        for j, v in enumerate(video.tolist()):
             clip = self.videos[v]
             pick = torch.randperm(len(clip.frames), generator=g)[:self.shots + 1]
+            if j % world_size != rank:
+                continue
             frames.append(clip.frames[pick[:-1]])
             drawings.append(clip.drawings[pick[:-1]])
             targets.append(clip.frames[pick[-1]])
             target_drawings.append(clip.drawings[pick[-1]])
         return {"frames": to_unit(torch.stack(frames)), "drawings": to_unit(torch.stack(drawings)),
                 "target": to_unit(torch.stack(targets)), "target_drawing": to_unit(torch.stack(target_drawings)),
-                "video": video}
+                "video": video[rank::world_size]}

@@ -6,6 +6,8 @@ Per step, for a batch of episodes:
   D step:   hinge loss on (target, x^) given the target landmarks and the video, + |W_i - e| into W.
 Snapshots carry weights, Adam moments, RNG states and the sampler's state, so a resumed run
 continues exactly as an uninterrupted one; progress, JSONL stats and sample grids as in ``train``.
+Under torchrun each process takes every W-th episode of the batch and gradients are averaged over
+processes (training/distributed.py), so W processes train as one would.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from ..training import checkpoint as ckpt
+from ..training.distributed import DataParallel
 from ..training.loop import named_parameters_by_id as _named
 from ..training.loop import pick_device
 from ..util.atomic import check_writable_dir, write_json_atomic
@@ -60,7 +63,7 @@ class MetaTrainOptions:
 class MetaTrainer:
     def __init__(self, opts: MetaTrainOptions):
         self.opts = opts
-        self.device = pick_device(opts.device)
+        self.dp, self.device = DataParallel.from_env(pick_device(opts.device))
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.out = check_writable_dir(opts.out)
@@ -79,13 +82,18 @@ class MetaTrainer:
                 cfg = cfg.replace(shots=opts.shots)
             exclude = list(opts.exclude)
         self.cfg: TalkingHeadConfig = cfg.replace(**opts.overrides).validate("talking-head config")
+        self.local_batch = self.dp.local_batch(self.cfg.batch)
+        self.main = self.dp.is_main
+        self.quiet = opts.quiet or not self.main
         self.exclude = exclude
         self.seed = int(state.get("seed", opts.seed))
         torch.manual_seed(self.seed)
-        self.videos = load_videos(opts.data, self.cfg.resolution, exclude=exclude, quiet=opts.quiet)
+        self.videos = load_videos(opts.data, self.cfg.resolution, exclude=exclude, quiet=self.quiet)
         self.sampler = EpisodeSampler(self.videos, self.cfg.shots, self.seed)
         nets = build_networks(self.cfg, len(self.videos))
         self.E, self.G, self.D = (nets[k].to(self.device) for k in ("E", "G", "D"))
+        for net in (self.E, self.G, self.D):
+            self.dp.broadcast_module(net)
         betas = tuple(self.cfg.betas)
         self.opt_EG = torch.optim.Adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr,
                                        betas=betas)
@@ -96,6 +104,7 @@ class MetaTrainer:
         if resume is not None:
             self._load(resume, tensors, state)
         self.preview = EpisodeSampler(self.videos, self.cfg.shots, self.seed + 999).sample(min(8, 2 * len(self.videos)))
+        self.dp.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
     # ------------------------------------------------------------------ checkpoints
     def _load(self, model_file: Path, tensors: dict, state: dict) -> None:
@@ -112,7 +121,8 @@ class MetaTrainer:
         self.sampler.generator.set_state(training["rng.sampler"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
-        print(f"resumed from {model_file.parent} at step {self.step}", file=sys.stderr)
+        if self.dp.is_main:
+            print(f"resumed from {model_file.parent} at step {self.step}", file=sys.stderr)
 
     def save(self) -> Path:
         training = {"rng.cpu": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
@@ -147,6 +157,8 @@ class MetaTrainer:
         loss_G = sum(weights[k] * v for k, v in losses.items())
         self.opt_EG.zero_grad(set_to_none=True)
         loss_G.backward()
+        self.dp.average_gradients(self.E)
+        self.dp.average_gradients(self.G)
         self.opt_EG.step()
         stats.update({f"loss/{k}": v.detach() for k, v in losses.items()})
         stats["loss/G"] = loss_G.detach()
@@ -158,6 +170,7 @@ class MetaTrainer:
         loss_D = hinge_d_loss(real_score, fake_score) + cfg.match_weight * match_loss(self.D.W[video], e.detach())
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
+        self.dp.average_gradients(self.D)
         self.opt_D.step()
         stats.update({"loss/D": loss_D.detach(), "scores/real": real_score.detach().mean(),
                       "scores/fake": fake_score.detach().mean()})
@@ -176,13 +189,13 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
-        opts, cfg = self.opts, self.cfg
-        if self.step == 0:
+        opts, cfg, main, dp = self.opts, self.cfg, self.main, self.dp
+        if self.step == 0 and main:
             write_json_atomic(self.out / "training_options.json", {
                 "options": dataclasses.asdict(opts), "config": cfg.to_dict(),
                 "videos": [{"name": v.name, "frames": len(v.frames)} for v in self.videos],
                 "exclude": self.exclude, "content": getattr(self.content, "name", "none"),
-                "device": str(self.device), "torch": torch.__version__})
+                "device": str(self.device), "processes": dp.world_size, "torch": torch.__version__})
             self.save_samples(self.out / "samples-init.png")
         log = self.out / "stats.jsonl"
         acc: dict[str, list[torch.Tensor]] = {}
@@ -190,17 +203,21 @@ class MetaTrainer:
         tick_start, tick_step = time.time(), self.step
         deadline = time.time() + opts.max_seconds if opts.max_seconds else float("inf")
         pbar = tqdm(total=opts.steps, initial=min(self.step, opts.steps), unit="step", desc="meta-train",
-                    disable=opts.quiet, file=sys.stderr, dynamic_ncols=True)
+                    disable=self.quiet, file=sys.stderr, dynamic_ncols=True)
         try:
             while self.step < opts.steps:
-                for k, v in self.train_step(self.sampler.sample(cfg.batch)).items():
+                episodes = self.sampler.sample(cfg.batch, dp.rank, dp.world_size)
+                for k, v in self.train_step(episodes).items():
                     acc.setdefault(k, []).append(v)
                 pbar.update(1)
-                done = self.step >= opts.steps or time.time() >= deadline
+                # Every rank must stop at the same step: the time limit is agreed on.
+                done = self.step >= opts.steps or (opts.max_seconds is not None
+                                                   and dp.any(time.time() >= deadline, self.device))
                 if self.step % opts.tick_steps == 0 or done:
                     dt = time.time() - tick_start
                     self.elapsed += dt
-                    line = {k: float(torch.stack(v).float().mean()) for k, v in acc.items()}
+                    means = dp.mean(torch.stack([torch.stack(v).float().mean() for v in acc.values()]))
+                    line = dict(zip(acc, means.tolist()))
                     bad = [k for k, v in line.items() if v != v or abs(v) == float("inf")]
                     if bad:
                         raise FacesynthError(f"training diverged: {', '.join(bad)} became NaN/Inf at step "
@@ -208,13 +225,14 @@ class MetaTrainer:
                     line.update({"step": self.step, "episodes": self.step * cfg.batch,
                                  "sec_per_step": dt / max(self.step - tick_step, 1), "elapsed_s": self.elapsed,
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                    with open(log, "a") as f:
-                        f.write(json.dumps(line) + "\n")
+                    if main:
+                        with open(log, "a") as f:
+                            f.write(json.dumps(line) + "\n")
                     pbar.set_postfix({"G": f"{line['loss/G']:.2f}", "D": f"{line['loss/D']:.2f}",
                                       "L1": f"{line['loss/pixel']:.3f}"})
                     last, acc = line, {}
                     tick_start, tick_step = time.time(), self.step
-                if self.step % cfg.snapshot_steps == 0 or done:
+                if (self.step % cfg.snapshot_steps == 0 or done) and main:
                     snap = self.save()
                     self.save_samples(self.out / f"samples-{self.step:07d}.png")
                     tqdm.write(f"snapshot {snap.name} (step {self.step})", file=sys.stderr)
@@ -223,12 +241,20 @@ class MetaTrainer:
                     break
         finally:
             pbar.close()
+        dp.barrier()  # the last snapshot is complete before any rank reports the run finished
         return last
 
 
 def meta_train(opts: MetaTrainOptions) -> dict:
-    """Meta-train (or resume) a talking-head model; returns the last tick's statistics."""
-    return MetaTrainer(opts).run()
+    """Meta-train (or resume) a talking-head model; returns the last tick's statistics.
+
+    Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with the other processes.
+    """
+    trainer = MetaTrainer(opts)
+    try:
+        return trainer.run()
+    finally:
+        trainer.dp.close()
 
 
 __all__ = ["MetaTrainOptions", "MetaTrainer", "meta_train"]

@@ -136,15 +136,17 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def batch_iterator(dataset: ImageDataset, batch: int, seed: int, start: int = 0, workers: int | None = None,
-                   resolution: int | None = None):
+                   resolution: int | None = None, rank: int = 0, world_size: int = 1):
     """Yields uint8 batches forever, starting ``start`` images into the seeded stream.
 
     ``resolution`` below the data set's serves the same images box-filtered down (progressive growing).
+    With ``world_size`` data-parallel ranks, ``batch`` is this rank's share and it takes every
+    ``world_size``-th image of the stream from position ``rank`` on (``start`` counts the whole stream).
     """
     resolution = resolution or dataset.resolution
     if workers is None:
         workers = 0 if dataset.images is not None else min(4, os.cpu_count() or 1)
-    sampler = EpochSampler(len(dataset), seed, start)
+    sampler = EpochSampler(len(dataset), seed, start, rank, world_size)
     if workers == 0 and dataset.images is not None:
         it = iter(sampler)
         images = torch.from_numpy(dataset.images_at(resolution))

@@ -227,6 +227,8 @@ class NoiseInjection(nn.Module):
         self.strength = nn.Parameter(torch.zeros(channels))
         # A fixed noise map makes `noise_mode="const"` reproducible across calls.
         self.register_buffer("const_noise", torch.randn(1, 1, resolution, resolution))
+        # How random maps are drawn: torch.randn, or a data-parallel rank's share of the global batch's draw.
+        self.draw = None
 
     def forward(self, x: torch.Tensor, mode: str = "random", noise: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:
@@ -235,7 +237,8 @@ class NoiseInjection(nn.Module):
             if mode == "const":
                 noise = self.const_noise
             elif mode == "random":
-                noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+                noise = (self.draw or torch.randn)(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device,
+                                                   dtype=x.dtype)
             else:
                 raise ValueError(f"noise mode must be random, const or none, not {mode!r}")
         return x + noise.to(x.dtype) * self.strength.view(1, -1, 1, 1).to(x.dtype)

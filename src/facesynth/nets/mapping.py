@@ -31,12 +31,17 @@ class MappingNetwork(nn.Module):
                 update_w_avg: bool = False) -> torch.Tensor:
         w = self.layers(normalize_2nd_moment(z.to(torch.float32)))
         if update_w_avg:
-            with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.track_w_avg(w.detach().mean(dim=0))
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1.0:
             ws = truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
         return ws
+
+
+    @torch.no_grad()
+    def track_w_avg(self, batch_mean: torch.Tensor) -> None:
+        """Move the running mean of w toward a batch's mean (of the whole global batch in data-parallel runs)."""
+        self.w_avg.copy_(batch_mean.detach().lerp(self.w_avg, self.w_avg_beta))
 
 
 def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:

@@ -33,6 +33,7 @@ from ..presets import get_preset
 from ..util.atomic import check_writable_dir, write_json_atomic
 from ..util.grid import save_grid
 from . import checkpoint as ckpt
+from .distributed import SINGLE, DataParallel, sharded_noise
 from .growth import GrowthPoint, GrowthSchedule
 from .losses import (
     discriminator_loss,
@@ -96,20 +97,23 @@ def make_optimizer(params, lr: float, reg_interval: int | None) -> torch.optim.A
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
 
 
-def mixed_ws(G, z: torch.Tensor, prob: float, update_w_avg: bool = False) -> torch.Tensor:
+def mixed_ws(G, z: torch.Tensor, prob: float, update_w_avg: bool = False, dp: DataParallel = SINGLE) -> torch.Tensor:
     """Map z to ws; with probability ``prob`` the layers from a random crossover on come from a second z.
 
     The crossover is drawn among the layers in use at the current growth stage (all of them when
-    the network is fully grown), so mixing always has an effect.
+    the network is fully grown), so mixing always has an effect.  ``update_w_avg`` moves the running
+    mean of w toward this (global) batch's mean.
     """
-    ws = G.mapping(z, update_w_avg=update_w_avg)
+    ws = G.mapping(z)
+    if update_w_avg:
+        G.mapping.track_w_avg(dp.mean(ws[:, 0].detach().mean(dim=0)))
     num_ws = getattr(G.synthesis, "active_num_ws", ws.shape[1])
     if prob > 0 and num_ws > 1:
         cutoff = int(torch.randint(1, num_ws, ()).item())
         if float(torch.rand(())) >= prob:
             cutoff = num_ws
         if cutoff < num_ws:  # rows past the active layers are unused, so mixing them changes nothing
-            ws2 = G.mapping(torch.randn_like(z))
+            ws2 = G.mapping(dp.randn(z.shape, device=z.device, dtype=z.dtype))
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
     return ws
 
@@ -137,7 +141,7 @@ class Trainer:
 
     def __init__(self, opts: TrainOptions):
         self.opts = opts
-        self.device = pick_device(opts.device)
+        self.dp, self.device = DataParallel.from_env(pick_device(opts.device))
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.out = check_writable_dir(opts.out)
@@ -167,6 +171,8 @@ class Trainer:
         self.elapsed = 0.0
         self.schedule = GrowthSchedule(cfg)
         self.growth = self.schedule.at(0)
+        for phase in self.schedule.phases:
+            self.dp.local_batch(phase.batch, f"batch at {phase.resolution}x{phase.resolution}")
         if resume_model is not None:
             self._load(resume_model)
         elif opts.init_from:
@@ -175,9 +181,14 @@ class Trainer:
             warm_start({"G": self.G, "D": self.D, "G_ema": self.G_ema}, opts.init_from, cfg, quiet=opts.quiet)
         for net in (self.G, self.G_ema, self.D):
             net.set_growth(self.growth.resolution, self.growth.alpha)
-        self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=opts.quiet)
-        if opts.metrics:
+            self.dp.broadcast_module(net)
+        sharded_noise(self.G, self.dp)
+        self.main = self.dp.is_main  # rank 0 alone writes files and talks
+        self.quiet = opts.quiet or not self.main
+        self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=self.quiet)
+        if opts.metrics and self.main:
             self._check_metrics()
+        self.dp.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
     # ------------------------------------------------------------------ metrics
     def _check_metrics(self) -> None:
@@ -232,7 +243,8 @@ class Trainer:
         self.aug_gen.set_state(training["rng.aug"])
         if self.device.type == "cuda" and "rng.cuda" in training:
             torch.cuda.set_rng_state(training["rng.cuda"], self.device)
-        print(f"resumed from {snap} at {self.images_seen / 1000:.1f} kimg", file=sys.stderr)
+        if self.dp.is_main:
+            print(f"resumed from {snap} at {self.images_seen / 1000:.1f} kimg", file=sys.stderr)
 
     def save(self) -> Path:
         training = {"rng.cpu": torch.get_rng_state(), "rng.aug": self.aug_gen.get_state()}
@@ -264,29 +276,33 @@ class Trainer:
         """Called before each step; True when the batch stream must be rebuilt (new resolution or batch)."""
         point = self.schedule.at(self.images_seen)
         old = self.growth
-        if point.resolution != old.resolution and self.images_seen > 0:
+        if point.resolution != old.resolution and self.images_seen > 0 and self.main:
             # The last look at the finished resolution: one grid per resolution of the schedule.
             self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
         if self._set_growth(point):
             if self.cfg.reset_adam_on_grow:  # as ProGAN/StyleGAN: new layers start with fresh moments
                 self.opt_G.state.clear()
                 self.opt_D.state.clear()
-            tqdm.write(f"growing to {point.resolution}x{point.resolution} at {self.images_seen / 1000:.1f} kimg",
-                       file=sys.stderr)
+            if self.main:
+                tqdm.write(f"growing to {point.resolution}x{point.resolution} at {self.images_seen / 1000:.1f} kimg",
+                           file=sys.stderr)
         return (point.resolution, point.batch) != (old.resolution, old.batch)
 
     def _batches(self):
-        return batch_iterator(self.dataset, self.growth.batch, self.seed, start=self.images_seen,
-                              workers=self.opts.workers, resolution=self.growth.resolution)
+        return batch_iterator(self.dataset, self.dp.local_batch(self.growth.batch), self.seed, start=self.images_seen,
+                              workers=self.opts.workers, resolution=self.growth.resolution,
+                              rank=self.dp.rank, world_size=self.dp.world_size)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, real_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg, dev = self.cfg, self.device
+        """One step on this rank's share ``real_u8`` of the global batch; random draws are those of the
+        whole batch, sliced (see distributed.py), and gradients are averaged over ranks before each update."""
+        cfg, dev, dp = self.cfg, self.device, self.dp
         G, D = self.G, self.D
         real = real_u8.to(dev, non_blocking=True).to(torch.float32) / 127.5 - 1
         batch = real.shape[0]
         if cfg.xflip:
-            flip = (torch.rand(batch, generator=self.aug_gen) < 0.5).to(dev)
+            flip = (dp.rand(batch, generator=self.aug_gen) < 0.5).to(dev)
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         if self.growth.alpha < 1.0:
             # Reals fade like the generator's output: from the up-sampled image below to full detail.
@@ -297,12 +313,13 @@ class Trainer:
         # G main: fool D.
         G.requires_grad_(True)
         D.requires_grad_(False)
-        z = torch.randn(batch, cfg.z_dim, device=dev)
-        fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob))
+        z = dp.randn(batch, cfg.z_dim, device=dev)
+        fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, dp=dp))
         fake_logits = D(fake)
         loss_G = wgan_generator_loss(fake_logits) if wgan else generator_loss(fake_logits)
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
+        dp.average_gradients(G)
         self.opt_G.step()
         stats["loss/G"] = loss_G.detach()
         stats["scores/fake"] = fake_logits.detach().mean()
@@ -310,13 +327,15 @@ class Trainer:
         # G reg: path length, every pl_interval steps.
         if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
             n = max(1, batch // cfg.pl_batch_shrink)
-            ws = mixed_ws(G, torch.randn(n, cfg.z_dim, device=dev), cfg.style_mixing_prob)
+            ws = mixed_ws(G, dp.randn(n, cfg.z_dim, device=dev), cfg.style_mixing_prob, dp=dp)
             ws.requires_grad_(True)
             imgs = G.synthesis(ws)
-            pen, self.pl_mean = path_length_penalty(imgs, ws, self.pl_mean, cfg.pl_decay)
+            pen, self.pl_mean = path_length_penalty(imgs, ws, self.pl_mean, cfg.pl_decay, randn=dp.randn,
+                                                    batch_mean=dp.mean)
             loss_pl = pen.mean() * cfg.pl_weight * cfg.pl_interval
             self.opt_G.zero_grad(set_to_none=True)
             loss_pl.backward()
+            dp.average_gradients(G)
             self.opt_G.step()
             stats["loss/pl"] = pen.detach().mean()
 
@@ -324,19 +343,20 @@ class Trainer:
         G.requires_grad_(False)
         D.requires_grad_(True)
         with torch.no_grad():
-            z = torch.randn(batch, cfg.z_dim, device=dev)
-            fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True))
+            z = dp.randn(batch, cfg.z_dim, device=dev)
+            fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True, dp=dp))
         fake_logits = D(fake)
         real_logits = D(real)
         if wgan:
             loss_D = wgan_critic_loss(real_logits, fake_logits, cfg.drift_weight)
-            gp = gradient_penalty(D, real, fake)
+            gp = gradient_penalty(D, real, fake, rand=dp.rand)
             loss_D = loss_D + cfg.gp_lambda * gp.mean()
             stats["loss/gp"] = gp.detach().mean()
         else:
             loss_D = discriminator_loss(real_logits, fake_logits)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
+        dp.average_gradients(D)
         self.opt_D.step()
         stats["loss/D"] = loss_D.detach()
         stats["scores/real"] = real_logits.detach().mean()
@@ -348,15 +368,17 @@ class Trainer:
             loss_r1 = pen.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
+            dp.average_gradients(D)
             self.opt_D.step()
             stats["loss/r1"] = pen.detach().mean()
 
         # EMA of G with a half-life of ema_kimg thousand images (ramped up early in training).
-        self.images_seen += batch
+        global_batch = batch * dp.world_size
+        self.images_seen += global_batch
         ema_nimg = cfg.ema_kimg * 1000
         if cfg.ema_rampup:
             ema_nimg = min(ema_nimg, self.images_seen * cfg.ema_rampup)
-        update_ema(self.G_ema, G, 0.5 ** (batch / max(ema_nimg, 1e-8)))
+        update_ema(self.G_ema, G, 0.5 ** (global_batch / max(ema_nimg, 1e-8)))
         self.step += 1
         return stats
 
@@ -375,22 +397,24 @@ class Trainer:
     def run(self) -> dict:
         opts, cfg = self.opts, self.cfg
         total = int(opts.kimg * 1000)
-        if self.images_seen == 0:
+        main = self.main
+        if self.images_seen == 0 and main:
             write_json_atomic(self.out / "training_options.json",
                               {"options": dataclasses.asdict(opts), "config": cfg.to_dict(),
                                "dataset": {"path": str(opts.data), "images": len(self.dataset),
                                            "skipped": len(self.dataset.bad)},
                                "schedule": self.schedule.describe(),
-                               "device": str(self.device), "torch": torch.__version__})
+                               "device": str(self.device), "processes": self.dp.world_size,
+                               "torch": torch.__version__})
             n = min(opts.grid_size, len(self.dataset))
             pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
             save_grid(torch.stack([self.dataset[int(i)] for i in pick]).float() / 127.5 - 1,
                       self.out / "reals.png", cols=min(8, n))
             self.save_samples(self.out / "fakes-init.png")
-        writer = self._tensorboard()
+        writer = self._tensorboard() if main else None
         tick_images = int((opts.tick_kimg or max(0.2, min(4.0, cfg.snapshot_kimg / 4))) * 1000)
         snap_images = int(cfg.snapshot_kimg * 1000)
-        if cfg.progressive and not opts.quiet:
+        if cfg.progressive and not self.quiet:
             tqdm.write("growth schedule:\n" + self.schedule.table(), file=sys.stderr)
         self._advance_growth()
         batches = self._batches()
@@ -401,7 +425,7 @@ class Trainer:
         next_snap = (self.images_seen // snap_images + 1) * snap_images
         last = {}
         pbar = tqdm(total=total, initial=min(self.images_seen, total), unit="img", unit_scale=True,
-                    desc="train", disable=opts.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+                    desc="train", disable=self.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
         deadline = time.time() + opts.max_seconds if opts.max_seconds else float("inf")
         try:
             while self.images_seen < total:
@@ -412,12 +436,15 @@ class Trainer:
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
                 pbar.update(min(self.images_seen, total) - min(before, total))
-                done = self.images_seen >= total or time.time() >= deadline
+                # Every rank must stop at the same step: the time limit is agreed on.
+                done = self.images_seen >= total or (opts.max_seconds is not None
+                                                     and self.dp.any(time.time() >= deadline, self.device))
                 if self.images_seen >= next_tick or done:
                     now = time.time()
                     dt = now - tick_start_time
                     self.elapsed += dt
-                    line = {k: float(torch.stack(v).float().mean()) for k, v in acc.items()}
+                    means = self.dp.mean(torch.stack([torch.stack(v).float().mean() for v in acc.values()]))
+                    line = dict(zip(acc, means.tolist()))
                     bad = [k for k, v in line.items() if v != v or abs(v) == float("inf")]
                     if bad:
                         raise FacesynthError(f"training diverged: {', '.join(bad)} became NaN/Inf at "
@@ -431,8 +458,9 @@ class Trainer:
                         "elapsed_s": self.elapsed, "mem_mb": _max_memory_mb(self.device),
                         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     })
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(line) + "\n")
+                    if main:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(line) + "\n")
                     if writer is not None:
                         for k, v in line.items():
                             if isinstance(v, float) and k not in ("kimg", "time"):
@@ -444,7 +472,7 @@ class Trainer:
                     acc = {}
                     tick_start_time, tick_start_images = time.time(), self.images_seen
                     next_tick = (self.images_seen // tick_images + 1) * tick_images
-                if self.images_seen >= next_snap or done:
+                if (self.images_seen >= next_snap or done) and main:
                     snap = self.save()
                     point = snap / ckpt.MODEL_FILE
                     if opts.history:
@@ -453,6 +481,7 @@ class Trainer:
                         self.evaluate(point, writer)
                     self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
                     tqdm.write(f"snapshot {snap.name} ({self.images_seen / 1000:.1f} kimg)", file=sys.stderr)
+                if self.images_seen >= next_snap or done:
                     next_snap = (self.images_seen // snap_images + 1) * snap_images
                     tick_start_time = time.time()  # snapshot time is not training time
                 if done:
@@ -461,6 +490,7 @@ class Trainer:
             pbar.close()
             if writer is not None:
                 writer.close()
+        self.dp.barrier()  # the last snapshot is complete before any rank reports the run finished
         return last
 
     def _tensorboard(self):
@@ -474,8 +504,15 @@ class Trainer:
 
 
 def train(opts: TrainOptions) -> dict:
-    """Train (or resume) one run; returns the last tick's statistics."""
-    return Trainer(opts).run()
+    """Train (or resume) one run; returns the last tick's statistics.
+
+    Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with the other processes.
+    """
+    trainer = Trainer(opts)
+    try:
+        return trainer.run()
+    finally:
+        trainer.dp.close()
 
 
 __all__ = ["TrainOptions", "Trainer", "train", "pick_device", "mixed_ws", "RESUMABLE_OVERRIDES"]

@@ -28,13 +28,18 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
     return grad.square().sum(dim=(1, 2, 3))
 
 
-def path_length_penalty(images: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor,
-                        decay: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penalty per sample, updated running mean) for the path-length regulariser (StyleGAN2, eq. 4)."""
-    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+def path_length_penalty(images: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor, decay: float,
+                        randn=torch.randn, batch_mean=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalty per sample, updated running mean) for the path-length regulariser (StyleGAN2, eq. 4).
+
+    ``randn`` draws the image-space directions and ``batch_mean`` averages the lengths' mean over
+    data-parallel ranks, so that every rank tracks the running mean of the whole global batch.
+    """
+    noise = randn(images.shape, device=images.device, dtype=images.dtype) / math.sqrt(images.shape[2] * images.shape[3])
     (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
     lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
-    new_mean = pl_mean.lerp(lengths.mean().detach(), decay)
+    mean_length = lengths.mean().detach()
+    new_mean = pl_mean.lerp(batch_mean(mean_length) if batch_mean else mean_length, decay)
     return (lengths - new_mean).square(), new_mean
 
 
@@ -48,9 +53,9 @@ def wgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, drift
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
-                     target: float = 1.0) -> torch.Tensor:
+                     target: float = 1.0, rand=torch.rand) -> torch.Tensor:
     """Per-sample (||grad D(x_hat)|| - target)^2 at random points between real and fake (Gulrajani et al. 2017)."""
-    t = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device, real.dtype)
+    t = rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device, real.dtype)
     mixed = real.detach().lerp(fake.detach(), t).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - target).square() / target**2
