@@ -206,7 +206,9 @@ def cmd_train(args) -> int:
                         resume=args.resume, overrides=_overrides(args), tick_kimg=args.tick, device=args.device,
                         workers=args.workers, keep_snapshots=args.keep, history=not args.no_history,
                         quiet=args.quiet, metrics=args.metrics or "",
-                        max_seconds=args.minutes * 60 if args.minutes else None, init_from=args.init_from)
+                        max_seconds=args.minutes * 60 if args.minutes else None, init_from=args.init_from,
+                        precision=args.precision, reduced_resolutions=args.reduced_res,
+                        channels_last=args.channels_last, compile=args.compile, modconv=args.modconv)
     last = train(opts)
     if last:
         print(json.dumps({k: last[k] for k in ("kimg", "loss/G", "loss/D", "img_per_s") if k in last}))
@@ -495,6 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not keep each snapshot's G_ema in history/ (kept by default for metrics over the run)")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None, help="data-loader workers (default: 0 when data fits in RAM)")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="arithmetic of the highest resolutions of G and D (auto: bf16 on GPUs that have it)")
+    s.add_argument("--reduced-res", type=int, default=4, help="how many of the highest resolutions run in "
+                   "--precision (StyleGAN2-ADA: 4)")
+    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="NHWC memory layout (auto: on GPUs)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the main G and D passes")
+    s.add_argument("--modconv", choices=["auto", "shared", "grouped"], default="auto",
+                   help="form of the modulated convolution (auto: the faster of the two, timed on a GPU)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
 

@@ -16,16 +16,17 @@ from torch import nn
 
 from ..presets import GANConfig
 from .growth import Growable, downsample_box, fade
-from .layers import EqualConv2d, EqualLinear, MinibatchStdDev
+from .layers import EqualConv2d, EqualLinear, MinibatchStdDev, ReducedPrecision
 
 SQRT_HALF = math.sqrt(0.5)
 
 
-class DiscriminatorBlock(nn.Module):
+class DiscriminatorBlock(nn.Module, ReducedPrecision):
     """Two 3x3 convs (the second down-sampling) plus a 1x1 down-sampled skip, each scaled by sqrt(1/2)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, resolution: int):
         super().__init__()
+        self.resolution = resolution
         self.conv0 = EqualConv2d(in_ch, in_ch, 3, activation="lrelu")
         self.conv1 = EqualConv2d(in_ch, out_ch, 3, activation="lrelu", down=True)
         self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, down=True)
@@ -36,11 +37,12 @@ class DiscriminatorBlock(nn.Module):
         return x + y
 
 
-class PlainDiscriminatorBlock(nn.Module):
+class PlainDiscriminatorBlock(nn.Module, ReducedPrecision):
     """Two 3x3 convs then 2x down-sampling: average pooling (ProGAN) or blur + strided conv (StyleGAN1)."""
 
-    def __init__(self, in_ch: int, out_ch: int, blur: bool):
+    def __init__(self, in_ch: int, out_ch: int, resolution: int, blur: bool):
         super().__init__()
+        self.resolution = resolution
         self.blur = blur
         self.conv0 = EqualConv2d(in_ch, in_ch, 3, activation="lrelu")
         self.conv1 = EqualConv2d(in_ch, out_ch, 3, activation="lrelu", down=blur)
@@ -66,8 +68,8 @@ class DiscriminatorEpilogue(nn.Module):
 def _block(cfg: GANConfig, res: int) -> nn.Module:
     in_ch, out_ch = cfg.channels_at(res), cfg.channels_at(res // 2)
     if cfg.arch == "stylegan2":
-        return DiscriminatorBlock(in_ch, out_ch)
-    return PlainDiscriminatorBlock(in_ch, out_ch, blur=cfg.arch == "stylegan1")
+        return DiscriminatorBlock(in_ch, out_ch, res)
+    return PlainDiscriminatorBlock(in_ch, out_ch, res, blur=cfg.arch == "stylegan1")
 
 
 class Discriminator(nn.Module, Growable):
@@ -103,11 +105,13 @@ class Discriminator(nn.Module, Growable):
             raise ValueError(f"expected {res}x{res} images at the current growth stage, "
                              f"got {img.shape[-2]}x{img.shape[-1]}")
         first = self.resolutions.index(res) if res > 4 else len(self.blocks)
-        x = self._fromrgb(res)(img)
         if first < len(self.blocks):
-            x = self.blocks[first](x)
+            block = self.blocks[first]
+            x = block(self._fromrgb(res)(block.cast_input(img)))
             if self.fading:
                 x = fade(self._fromrgb(res // 2)(downsample_box(img)), x, self.growth_alpha)
+        else:
+            x = self._fromrgb(res)(img)
         for block in self.blocks[first + 1:]:
-            x = block(x)
-        return self.epilogue(x)
+            x = block(block.cast_input(x))
+        return self.epilogue(x.float())

@@ -120,8 +120,8 @@ class BlockwiseSynthesis(torch.nn.Module, Growable):
         x = prev = None
         for block, start in zip(self.blocks[:last + 1], self.w_starts):
             prev = x
-            x = block(x, ws[:, start:start + block.num_w], noise_mode)
-        img = self.torgbs[last](x)
+            x = block(block.cast_input(x), ws[:, start:start + block.num_w], noise_mode)
+        img = self.torgbs[last](x).float()
         if self.fading:
             img = fade(self.upsample_image(self.torgbs[last - 1](prev)), img, self.growth_alpha)
         return img

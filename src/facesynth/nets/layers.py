@@ -33,6 +33,16 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+class ReducedPrecision:
+    """A block that may compute in reduced precision: training sets ``compute_dtype`` on the blocks of the
+    highest resolutions (training/performance.py); the block casts its input, its layers follow the input."""
+
+    compute_dtype: torch.dtype | None = None
+
+    def cast_input(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(self.compute_dtype or torch.float32)
+
+
 # --------------------------------------------------------------------------- FIR resampling
 
 def make_fir_kernel(taps=(1, 3, 3, 1)) -> torch.Tensor:
@@ -110,7 +120,7 @@ class EqualConv2d(nn.Module):
             self.register_buffer("fir", make_fir_kernel(), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = self.weight * self.weight_gain
+        w = (self.weight * self.weight_gain).to(x.dtype)
         k = self.kernel_size
         if self.down:
             if k == 1:
@@ -124,7 +134,7 @@ class EqualConv2d(nn.Module):
         else:
             x = F.conv2d(x, w, padding=k // 2)
         if self.bias is not None:
-            x = x + self.bias.view(1, -1, 1, 1)
+            x = x + self.bias.view(1, -1, 1, 1).to(x.dtype)
         x = activate(x, self.activation)
         return x * gain if gain != 1.0 else x
 
@@ -165,7 +175,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         if demodulate:
             w = w * dcoefs[:, :, None, None, None]
         x = x.reshape(1, batch * in_ch, *x.shape[2:])
-        w = w.reshape(batch * out_ch, in_ch, kh, kw)
+        w = w.reshape(batch * out_ch, in_ch, kh, kw).to(x.dtype)
         if up:
             w = w.reshape(batch, out_ch, in_ch, kh, kw).transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
             x = F.conv_transpose2d(x, w, stride=2, groups=batch)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..presets import GANConfig
 from .growth import BlockwiseSynthesis, upsample_nearest
-from .layers import EqualConv2d, EqualLinear, normalize_2nd_moment
+from .layers import EqualConv2d, EqualLinear, ReducedPrecision, normalize_2nd_moment
 
 
 def pixel_norm(x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,7 @@ def pixel_norm(x: torch.Tensor) -> torch.Tensor:
     return normalize_2nd_moment(x, dim=1)
 
 
-class ProGANBlock(nn.Module):
+class ProGANBlock(nn.Module, ReducedPrecision):
     def __init__(self, in_ch: int, out_ch: int, resolution: int, latent_dim: int = 0):
         super().__init__()
         self.resolution = resolution

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..presets import GANConfig
 from .growth import BlockwiseSynthesis, upsample_nearest
-from .layers import EqualConv2d, EqualLinear, NoiseInjection, activate, fir_filter, make_fir_kernel
+from .layers import EqualConv2d, EqualLinear, NoiseInjection, ReducedPrecision, activate, fir_filter, make_fir_kernel
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -28,7 +28,7 @@ class AdaIN(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         scale, bias = self.style(w).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        return instance_norm(x) * (scale + 1) + bias
+        return instance_norm(x) * (scale + 1).to(x.dtype) + bias.to(x.dtype)
 
 
 class StyleLayer(nn.Module):
@@ -51,11 +51,11 @@ class StyleLayer(nn.Module):
         elif self.mode == "same":
             x = self.conv(x)
         x = self.noise(x, mode=noise_mode)
-        x = activate(x + self.bias.view(1, -1, 1, 1), "lrelu")
+        x = activate(x + self.bias.view(1, -1, 1, 1).to(x.dtype), "lrelu")
         return self.adain(x, w)
 
 
-class StyleBlock(nn.Module):
+class StyleBlock(nn.Module, ReducedPrecision):
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int):
         super().__init__()
         self.resolution = resolution

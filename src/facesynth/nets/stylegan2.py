@@ -14,7 +14,7 @@ from torch import nn
 
 from ..presets import GANConfig
 from .growth import Growable
-from .layers import ModulatedConv2d, NoiseInjection, activate, make_fir_kernel, upsample2d
+from .layers import ModulatedConv2d, NoiseInjection, ReducedPrecision, activate, make_fir_kernel, upsample2d
 
 
 class StyledConv(nn.Module):
@@ -44,7 +44,7 @@ class ToRGB(nn.Module):
         return self.conv(x, w) + self.bias.view(1, -1, 1, 1).to(x.dtype)
 
 
-class SynthesisBlock(nn.Module):
+class SynthesisBlock(nn.Module, ReducedPrecision):
     """All layers at one resolution: (up-conv), conv, toRGB."""
 
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, image_channels: int):
@@ -69,9 +69,10 @@ class SynthesisBlock(nn.Module):
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = self.conv1(x, ws[:, 0], noise_mode)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv0(self.cast_input(x), ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
         y = self.torgb(x, ws[:, self.num_conv])
+        y = y.float()  # the image sums stay in float32 whatever the block computes in
         if alpha < 1.0:
             y = y * alpha
         img = y if img is None else upsample2d(img, self.fir) + y

@@ -126,6 +126,14 @@ class DataParallel:
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, src=0)
 
+    def same_choice(self, choice: str, options: tuple[str, ...], device: torch.device) -> str:
+        """Rank 0's choice among ``options`` on every rank (e.g. a form each rank timed for itself)."""
+        if not self.active:
+            return choice
+        t = torch.tensor([options.index(choice)], device=device)
+        dist.broadcast(t, src=0)
+        return options[int(t.item())]
+
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank when it is true on one (e.g. a time limit reached)."""
         if not self.active:

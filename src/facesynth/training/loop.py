@@ -33,6 +33,7 @@ from ..presets import get_preset
 from ..util.atomic import check_writable_dir, write_json_atomic
 from ..util.grid import save_grid
 from . import checkpoint as ckpt
+from . import performance
 from .distributed import SINGLE, DataParallel, sharded_noise
 from .growth import GrowthPoint, GrowthSchedule
 from .losses import (
@@ -73,6 +74,12 @@ class TrainOptions:
     max_seconds: float | None = None  # stop (with a snapshot) after this much wall time in this session
     metrics: str = ""  # e.g. "fid2k,kid2k": computed on G_ema at every snapshot, logged to metrics.jsonl
     init_from: str | None = None  # a new run starts from this checkpoint's weights (grown if of lower resolution)
+    # Speed (training/performance.py): "auto" picks per device.
+    precision: str = "auto"  # auto, fp32 or bf16 (for the top `reduced_resolutions` resolutions of G and D)
+    reduced_resolutions: int = 4
+    channels_last: str = "auto"  # auto, on, off
+    compile: bool = False  # torch.compile the main G and D passes
+    modconv: str = "auto"  # auto (timed on a GPU), shared or grouped
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -183,6 +190,17 @@ class Trainer:
             net.set_growth(self.growth.resolution, self.growth.alpha)
             self.dp.broadcast_module(net)
         sharded_noise(self.G, self.dp)
+        self.perf = performance.resolve(self.device, opts.precision, opts.channels_last, opts.compile, opts.modconv,
+                                        opts.reduced_resolutions)
+        performance.apply(self.perf, cfg, self.G, self.D)
+        if self.perf.modconv == "auto":
+            form = performance.choose_modconv(self.G, self.dp.local_batch(self.growth.batch), cfg.z_dim, self.device)
+            form = self.dp.same_choice(form, ("shared", "grouped"), self.device)  # ranks must compute alike
+            self.perf = self.perf.replace(modconv=form)
+            performance.apply(self.perf, cfg)
+        # The main loss passes may run compiled; the regularisers' double backward runs the modules as they are.
+        self.synthesis_main = performance.compiled(self.G.synthesis, self.perf.compile)
+        self.D_main = performance.compiled(self.D, self.perf.compile)
         self.main = self.dp.is_main  # rank 0 alone writes files and talks
         self.quiet = opts.quiet or not self.main
         self.dataset = ImageDataset(opts.data, cfg.resolution, square=opts.square, quiet=self.quiet)
@@ -299,10 +317,15 @@ class Trainer:
         whole batch, sliced (see distributed.py), and gradients are averaged over ranks before each update."""
         cfg, dev, dp = self.cfg, self.device, self.dp
         G, D = self.G, self.D
+        if dev.type == "cuda":  # pinned host memory: the copies below do not wait for the GPU
+            real_u8 = real_u8.pin_memory()
         real = real_u8.to(dev, non_blocking=True).to(torch.float32) / 127.5 - 1
+        if self.perf.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         batch = real.shape[0]
         if cfg.xflip:
-            flip = (dp.rand(batch, generator=self.aug_gen) < 0.5).to(dev)
+            flip = dp.rand(batch, generator=self.aug_gen) < 0.5
+            flip = (flip.pin_memory() if dev.type == "cuda" else flip).to(dev, non_blocking=True)
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         if self.growth.alpha < 1.0:
             # Reals fade like the generator's output: from the up-sampled image below to full detail.
@@ -314,8 +337,8 @@ class Trainer:
         G.requires_grad_(True)
         D.requires_grad_(False)
         z = dp.randn(batch, cfg.z_dim, device=dev)
-        fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, dp=dp))
-        fake_logits = D(fake)
+        fake = self.synthesis_main(mixed_ws(G, z, cfg.style_mixing_prob, dp=dp))
+        fake_logits = self.D_main(fake)
         loss_G = wgan_generator_loss(fake_logits) if wgan else generator_loss(fake_logits)
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
@@ -344,9 +367,9 @@ class Trainer:
         D.requires_grad_(True)
         with torch.no_grad():
             z = dp.randn(batch, cfg.z_dim, device=dev)
-            fake = G.synthesis(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True, dp=dp))
-        fake_logits = D(fake)
-        real_logits = D(real)
+            fake = self.synthesis_main(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True, dp=dp))
+        fake_logits = self.D_main(fake)
+        real_logits = self.D_main(real)
         if wgan:
             loss_D = wgan_critic_loss(real_logits, fake_logits, cfg.drift_weight)
             gp = gradient_penalty(D, real, fake, rand=dp.rand)
@@ -405,6 +428,7 @@ class Trainer:
                                            "skipped": len(self.dataset.bad)},
                                "schedule": self.schedule.describe(),
                                "device": str(self.device), "processes": self.dp.world_size,
+                               "performance": self.perf.to_dict(),
                                "torch": torch.__version__})
             n = min(opts.grid_size, len(self.dataset))
             pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
