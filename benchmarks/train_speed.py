@@ -44,11 +44,16 @@ def make_data(res: int, tmp: Path) -> tuple[Path, str]:
     return dest, "random pixels (../shared absent)"
 
 
-def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None) -> dict:
+def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, data: Path | None = None) -> dict:
+    """img/s of ``spec`` (a preset name or config .json, optionally @RES); ``data``: the images to train on
+    (default: 512 UTKFace faces, or random pixels without ../shared)."""
     name, _, stage = spec.partition("@")
     cfg = get_preset(name)
     res = int(stage) if stage else cfg.resolution
-    data, data_desc = make_data(cfg.resolution, tmp)
+    if data is None:
+        data, data_desc = make_data(cfg.resolution, tmp)
+    else:
+        data_desc = str(data)
     out = tmp / f"run-{spec}-{grouped}"
     trainer = Trainer(TrainOptions(data=str(data), out=str(out), preset=name, kimg=1e6, quiet=True,
                                    tensorboard=False))

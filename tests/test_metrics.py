@@ -432,3 +432,61 @@ def test_ssim_and_psnr_match_scikit_image():
         assert float(ssim(a, b)[i]) == pytest.approx(want, abs=1e-4)
         assert float(psnr(a, b)[i]) == pytest.approx(peak_signal_noise_ratio(x, y, data_range=1), abs=1e-3)
     assert float(ssim(a, a)[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- images generated elsewhere
+
+def _write_pngs(G, folder, num):
+    from PIL import Image
+
+    from facesynth.metrics.sources import generator_batches
+
+    folder.mkdir()
+    k = 0
+    for batch in generator_batches(G, num, 4, seed=0, noise_mode="random"):
+        for img in batch:
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{k:03d}.png")
+            k += 1
+    return folder
+
+
+def test_fid_of_a_folder_of_images_equals_fid_of_the_generator_that_drew_them(tiny_G, face_dataset, extractor,
+                                                                                tmp_path):
+    from facesynth.metrics import compute_image_metrics
+
+    folder = _write_pngs(tiny_G, tmp_path / "fakes", 6)
+    direct = compute_metrics(tiny_G, face_dataset, "fid10k,swd", num=6, batch=4, device="cpu", cache_dir=tmp_path,
+                             quiet=True)
+    read = compute_image_metrics(folder, face_dataset, "fid10k,swd", num=6, batch=4, device="cpu",
+                                 cache_dir=tmp_path, quiet=True)
+    assert read["fid6"]["num_gen"] == 6
+    assert read["fid6"]["results"]["fid6"] == pytest.approx(direct["fid6"]["results"]["fid6"], rel=1e-6)
+    assert read["swd6"]["results"] == pytest.approx(direct["swd6"]["results"], rel=1e-6)
+
+
+def test_metrics_cli_scores_a_folder_and_refuses_what_it_cannot(tiny_G, face_dataset, extractor, tmp_path, capsys):
+    from facesynth.cli import main
+
+    folder = _write_pngs(tiny_G, tmp_path / "fakes", 5)
+    common = ["--data", str(face_dataset), "--cache-dir", str(tmp_path), "--device", "cpu", "--quiet"]
+    assert main(["metrics", "--fakes", str(folder), "--metrics", "fid5", "--out", str(tmp_path / "m.jsonl"),
+                 *common]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["fakes"] == str(folder) and line["fid5"] > 0
+    logged = json.loads((tmp_path / "m.jsonl").read_text())
+    assert logged["fakes"] == str(folder) and logged["checkpoint"] is None
+
+    def error(*argv):
+        assert main(["metrics", *argv, *common]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert "5 images, too few for fid10k" in error("--fakes", str(folder), "--metrics", "fid10k")
+    assert "give a checkpoint, not images" in error("--fakes", str(folder), "--metrics", "ppl_w5")
+    assert "not both" in error("--fakes", str(folder), "--ckpt", str(folder), "--metrics", "fid5")
+    assert "no such folder" in error("--fakes", str(tmp_path / "absent"), "--metrics", "fid5")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (12, 10)).save(odd / "a.png")
+    assert "a.png is 12x10" in error("--fakes", str(odd), "--metrics", "fid1")

@@ -7,6 +7,7 @@ count is the number of generated images (PPL: of sampled pairs); FID, KID and pr
 as many real images (all of them when the data set is smaller), so ``fid10k``, ``kid10k`` and
 ``pr10k`` share one pass over each set.  ``compute_metrics(..., num=N)`` overrides every count and
 the metric is then named with it (``fid10k`` at num=500 is reported as ``fid500``).
+``compute_image_metrics`` scores a folder or zip of images already generated (by any program) the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from . import cache as stats_cache
 from .inception import default_device, extract_features, feature_extractor
 from .perceptual import lpips_path, perceptual_distance
 from .ppl import perceptual_path_length
-from .sources import dataset_batches, generator_batches, generator_resolution, module_device, open_dataset
+from .sources import (
+    dataset_batches,
+    generator_batches,
+    generator_resolution,
+    module_device,
+    open_dataset,
+    open_generated_images,
+)
 from .stats import fid_from_features, kernel_inception_distance, precision_recall
 from .swd import swd_from_batches
 
@@ -82,13 +90,15 @@ class MetricContext:
 
     def __init__(self, G, data: str | os.PathLike | None, device: torch.device, batch: int, cache_dir,
                  use_cache: bool, seed: int, truncation_psi: float, noise_mode: str, lpips, inception,
-                 quiet: bool, truncation_cutoff: int | None = None):
+                 quiet: bool, truncation_cutoff: int | None = None, fakes=None):
         self.G, self.data, self.device, self.batch = G, data, device, batch
         self.cache_dir, self.use_cache, self.seed = cache_dir, use_cache, seed
         self.truncation_psi, self.noise_mode, self.quiet = truncation_psi, noise_mode, quiet
         self.lpips, self.inception = lpips, inception
         self.truncation_cutoff = truncation_cutoff
-        self.resolution = generator_resolution(G)
+        # Generated images read from disk (an ImageDataset) stand where the generator's output would.
+        self.fakes = fakes
+        self.resolution = fakes.resolution if fakes is not None else generator_resolution(G)
         self._dataset = None
         self._real: dict[int, dict] = {}
         self._fake: dict[int, np.ndarray] = {}
@@ -112,6 +122,8 @@ class MetricContext:
         return self._real[num]
 
     def fake_batches(self, num: int):
+        if self.fakes is not None:
+            return dataset_batches(self.fakes, self.batch, num)
         return generator_batches(self.G, num, self.batch, self.seed, self.truncation_psi, self.noise_mode,
                                  self.truncation_cutoff)
 
@@ -183,11 +195,7 @@ def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, name
     the Inception distance).  Global RNG states are left untouched, so metrics inside a training run do
     not change its course.
     """
-    specs = parse_metrics(names)
-    if num is not None:
-        if not 1 <= int(num) <= MAX_NUM:
-            raise FacesynthError(f"num must be between 1 and {MAX_NUM}, got {num}")
-        specs = [s.with_num(int(num)) for s in specs]
+    specs = _specs(names, num)
     if batch < 1:
         raise FacesynthError(f"batch must be at least 1, got {batch}")
     if noise_mode not in ("random", "const", "none"):
@@ -205,6 +213,48 @@ def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, name
     dev = dev or module_device(G)
     ctx = MetricContext(G, data_path, dev, batch, cache_dir, use_cache, seed, truncation_psi, noise_mode,
                         lpips, inception, quiet, truncation_cutoff)
+    return _compute(ctx, specs)
+
+
+def compute_image_metrics(fakes: str | os.PathLike, data_path: str | os.PathLike, names: str | list[str],
+                          num: int | None = None, device: str | torch.device | None = None, batch: int = 32,
+                          cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                          inception: str | os.PathLike | None = None, quiet: bool = False) -> dict[str, dict]:
+    """``compute_metrics`` for images already generated: a folder or zip of them instead of a generator.
+
+    The images are read as the data set is (square, all at the first image's size) and a metric counting
+    N images uses a fixed random subset of N of them, so the folder must hold at least N.  PPL needs a
+    generator and is refused.  Returns what ``compute_metrics`` returns.
+    """
+    specs = _specs(names, num)
+    if batch < 1:
+        raise FacesynthError(f"batch must be at least 1, got {batch}")
+    if data_path is None:
+        raise FacesynthError("metrics of generated images compare them with real ones: give the data set")
+    ppl = [s.name for s in specs if s.kind.startswith("ppl")]
+    if ppl:
+        raise FacesynthError(f"{', '.join(ppl)} walks a generator's latent space: give a checkpoint, not images")
+    images = open_generated_images(fakes, quiet=quiet)
+    short = [s.name for s in specs if s.num > len(images)]
+    if short:
+        raise FacesynthError(f"{fakes}: {len(images)} images, too few for {', '.join(short)} (generate more, "
+                             f"or pass num={len(images)} / --num {len(images)})")
+    dev = torch.device(device) if device is not None else default_device()
+    ctx = MetricContext(None, data_path, dev, batch, cache_dir, use_cache, 0, 1.0, "random", None, inception,
+                        quiet, fakes=images)
+    return _compute(ctx, specs)
+
+
+def _specs(names: str | list[str], num: int | None) -> list[MetricSpec]:
+    specs = parse_metrics(names)
+    if num is not None:
+        if not 1 <= int(num) <= MAX_NUM:
+            raise FacesynthError(f"num must be between 1 and {MAX_NUM}, got {num}")
+        specs = [s.with_num(int(num)) for s in specs]
+    return specs
+
+
+def _compute(ctx: MetricContext, specs: list[MetricSpec]) -> dict[str, dict]:
     # Fail on a missing network or weights file now, not after an hour of work.
     if any(s.needs_inception for s in specs):
         ctx.extractor  # noqa: B018
@@ -237,8 +287,10 @@ def checkpoint_kimg(path: str | os.PathLike) -> float | None:
 
 
 def append_jsonl(path: str | os.PathLike, metrics: dict[str, dict], checkpoint: str | os.PathLike | None = None,
-                 data: str | os.PathLike | None = None, kimg: float | None = None) -> None:
-    """Append one JSON line per metric (results, wall time, checkpoint, data, kimg) to ``path``, atomically."""
+                 data: str | os.PathLike | None = None, kimg: float | None = None,
+                 fakes: str | os.PathLike | None = None) -> None:
+    """Append one JSON line per metric (results, wall time, checkpoint or generated images, data, kimg) to
+    ``path``, atomically."""
     path = Path(path)
     try:
         old = path.read_bytes() if path.exists() else b""
@@ -250,6 +302,7 @@ def append_jsonl(path: str | os.PathLike, metrics: dict[str, dict], checkpoint: 
     lines = []
     for name, entry in metrics.items():
         record = {"metric": name, **entry, "checkpoint": str(checkpoint) if checkpoint is not None else None,
+                  **({"fakes": str(fakes)} if fakes is not None else {}),
                   "data": str(data) if data is not None else None, "kimg": kimg, "timestamp": stamp}
         lines.append(json.dumps(record, sort_keys=False) + "\n")
     write_bytes_atomic(path, old + "".join(lines).encode())

