@@ -44,9 +44,9 @@ def test_dataset_tool_converts_every_kind_and_skips_broken_files(mixed_folder, t
     dest = tmp_path / "out.zip"
     meta = build_dataset(mixed_folder, dest, 16, quiet=True)
     assert meta["count"] == 6 and meta["skipped"] == 3 and meta["resolution"] == 16
-    skipped = " ".join(meta["skipped_files"])
-    for bad in ("truncated.jpg", "text.jpg", "empty.png"):
-        assert bad in skipped
+    assert {f["name"]: f["problem"] for f in meta["skipped_files"]} == {
+        "truncated.jpg": "truncated", "text.jpg": "not_an_image", "empty.png": "empty"}
+    assert meta["skipped_problems"] == {"truncated": 1, "not_an_image": 1, "empty": 1}
     with zipfile.ZipFile(dest) as zf:
         stored = json.loads(zf.read("dataset.json"))
         assert stored == meta

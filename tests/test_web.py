@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from badfiles import bomb_png
 from conftest import SHARED
 from PIL import Image
 
@@ -206,6 +207,10 @@ def test_projection_job_then_mix_the_photo(client, portrait):
 def upload_cases():
     yield "not an image", {"photo": ("notes.jpg", b"these are words, not pixels", "image/jpeg")}, 415, "not an image"
     yield "0 bytes", {"photo": ("empty.jpg", b"", "image/jpeg")}, 400, "empty"
+    yield "decompression bomb", {"photo": ("bomb.png", bomb_png(), "image/png")}, 422, \
+        "bomb.png: image too large (400000000 pixels declared"
+    yield "truncated", {"photo": ("cut.jpg", jpeg(np.zeros((64, 64, 3), np.uint8))[:300], "image/jpeg")}, 415, \
+        "cut.jpg: truncated"
     yield "50 MB", {"photo": ("huge.jpg", b"\xff" * (50 * 2**20), "image/jpeg")}, 413, "larger than"
     yield "no file", None, 422, "photo is required"
     yield "tiny image", {"photo": ("dot.png", _png_bytes(np.zeros((8, 8, 3), np.uint8)), "image/png")}, 422, "too small"

@@ -286,10 +286,23 @@ def cmd_export(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from .metrics import append_jsonl, checkpoint_kimg, compute_metrics
+    from .metrics import append_jsonl, checkpoint_kimg, compute_image_metrics, compute_metrics
     from .training.checkpoint import resolve_checkpoint, run_checkpoints
     from .training.loop import pick_device
 
+    if args.fakes:
+        if args.ckpt or args.all:
+            raise FacesynthError("--fakes scores images instead of a checkpoint: give --fakes or --ckpt, not both")
+        res = compute_image_metrics(args.fakes, args.data, args.metrics, num=args.num, device=pick_device(args.device),
+                                    batch=args.batch, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                                    inception=args.inception, quiet=args.quiet)
+        if args.out:
+            append_jsonl(args.out, res, data=args.data, fakes=args.fakes)
+        line = {"fakes": str(args.fakes)}
+        for entry in res.values():
+            line.update(entry["results"])
+        print(json.dumps(line), flush=True)
+        return 0
     target = _ckpt(args)
     if args.all:
         points = run_checkpoints(target)
@@ -492,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
     s.add_argument("--metrics", default=None, help="metrics at every snapshot, e.g. fid2k,kid2k "
                    "(see `facesynth metrics`); logged to metrics.jsonl and TensorBoard")
-    s.add_argument("--keep", type=int, default=3, help="full snapshots to keep (0 = all)")
+    s.add_argument("--keep", type=int, default=3,
+                   help="newest full snapshots to keep, besides the best by FID (0 = all)")
     s.add_argument("--no-history", action="store_true",
                    help="do not keep each snapshot's G_ema in history/ (kept by default for metrics over the run)")
     s.add_argument("--device", default="auto")
@@ -579,8 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint")
+    s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint (or of images "
+                       "generated elsewhere)")
     _ckpt_arg(s)
+    s.add_argument("--fakes", default=None, help="instead of a checkpoint: a folder or zip of generated images "
+                   "(any program's; all square, at least as many as the metric counts); not for PPL")
     s.add_argument("--all", action="store_true", help="every snapshot and history/ entry of the run folder --ckpt")
     s.add_argument("--data", default=None, help="real images (dataset zip, folder or zip); needed by all but PPL")
     s.add_argument("--metrics", default="fid10k", help="comma-separated: fid10k,kid10k,pr10k,swd,ppl_w,ppl_z "
@@ -631,6 +648,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FacesynthError as e:
         print(f"facesynth {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or read-only folder hit by a write without its own message
+        import errno
+
+        from .util.atomic import write_error
+
+        text = (e.strerror or str(e) or type(e).__name__).strip().splitlines()[0]
+        if e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            text = str(write_error(e.filename, e))
+        elif e.filename:
+            text = f"{e.filename}: {text}"
+        print(f"facesynth {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"facesynth {args.command}: interrupted", file=sys.stderr)

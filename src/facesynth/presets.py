@@ -8,8 +8,11 @@ checkpoint always rebuilds its own networks, whatever the presets become later.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from .errors import FacesynthError
 
@@ -17,12 +20,47 @@ from .errors import FacesynthError
 MAX_RESOLUTION = 4096
 MAX_CHANNELS = 4096
 MAX_DIM = 4096
+MAX_BATCH = 2**16
+MAX_TEXT = 10_000  # characters in a name or description
+MAX_CONFIG_BYTES = 2**20
+
+
+def _type_problem(value, kind: str) -> str | None:
+    """Why ``value`` is not of the annotated ``kind`` (the dataclass field's type, as text), or None."""
+    kinds = [k.strip() for k in str(kind).split("|")]
+    if value is None:
+        return None if "None" in kinds else "must not be null"
+    for k in kinds:
+        if k == "bool" and isinstance(value, bool):
+            return None
+        if k == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if k == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return None if math.isfinite(value) else "must be a finite number"
+            except OverflowError:
+                return "must be a finite number"
+        if k == "str" and isinstance(value, str):
+            return None if len(value) <= MAX_TEXT else f"is longer than {MAX_TEXT} characters"
+        if k in ("dict", "list") and type(value).__name__ == k:
+            return None
+    names = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+             "dict": "an object", "list": "a list", "None": "null"}
+    return f"must be {' or '.join(names.get(k, k) for k in kinds)}, got {type(value).__name__} {str(value)[:40]!r}"
 
 
 class JsonConfig:
     """(De)serialisation shared by the frozen config dataclasses: exact keys, validated on the way in."""
 
     def validate(self, source: str = "config"):
+        return self.check_types(source)
+
+    def check_types(self, source: str = "config"):
+        """Every field holds a value of its declared type: numbers finite, no strings or bools for numbers."""
+        for f in fields(self):
+            problem = _type_problem(getattr(self, f.name), f.type)
+            if problem:
+                raise FacesynthError(f"{source}: {f.name} {problem}")
         return self
 
     def to_dict(self) -> dict:
@@ -143,6 +181,7 @@ class GANConfig(JsonConfig):
         def bad(msg: str) -> FacesynthError:
             return FacesynthError(f"{source}: {msg}")
 
+        self.check_types(source)
         r = self.resolution
         if not isinstance(r, int) or r < 4 or r > MAX_RESOLUTION or (r & (r - 1)) != 0:
             raise bad(f"resolution must be a power of two between 4 and {MAX_RESOLUTION}, got {r!r}")
@@ -178,7 +217,38 @@ class GANConfig(JsonConfig):
             raise bad(f"image_channels must be 1 or 3, got {self.image_channels}")
         if self.mapping_layers > 32:
             raise bad(f"mapping_layers must be at most 32, got {self.mapping_layers}")
+        self._validate_ranges(bad)
         return self
+
+    def _validate_ranges(self, bad) -> None:
+        """Every other number within what training and inference can use (types are checked already)."""
+        if self.channel_base > MAX_CHANNELS * MAX_RESOLUTION:
+            raise bad(f"channel_base must be at most {MAX_CHANNELS * MAX_RESOLUTION}, got {self.channel_base}")
+        if self.batch > MAX_BATCH:
+            raise bad(f"batch must be at most {MAX_BATCH}, got {self.batch}")
+        for name in ("mbstd_group", "r1_interval", "pl_interval", "pl_batch_shrink"):
+            v = getattr(self, name)
+            if not 1 <= v <= MAX_BATCH:
+                raise bad(f"{name} must be a whole number from 1 to {MAX_BATCH}, got {v!r}")
+        for name in ("g_lr", "d_lr", "mapping_lr_multiplier", "snapshot_kimg"):
+            v = getattr(self, name)
+            if not 0 < v <= 1e6:
+                raise bad(f"{name} must be positive (and at most 1e6), got {v!r}")
+        for name in ("gp_lambda", "drift_weight", "r1_gamma", "pl_weight", "ema_kimg", "fade_kimg", "stable_kimg"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1e9:
+                raise bad(f"{name} must be from 0 to 1e9, got {v!r}")
+        for name in ("pl_decay", "style_mixing_prob", "w_avg_beta"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise bad(f"{name} must be from 0 to 1, got {v!r}")
+        if self.ema_rampup is not None and not 0 <= self.ema_rampup <= 1e6:
+            raise bad(f"ema_rampup must be null or from 0 to 1e6, got {self.ema_rampup!r}")
+        for name in ("batch_per_res", "lr_per_res"):
+            for k, v in getattr(self, name).items():
+                if isinstance(v, bool) or (name == "batch_per_res" and v > MAX_BATCH) or (
+                        name == "lr_per_res" and not (isinstance(v, (int, float)) and math.isfinite(v) and v <= 1e6)):
+                    raise bad(f"{name}[{k!r}] is out of range: {v!r}")
 
     def _validate_growth(self, bad) -> None:
         s = self.start_resolution
@@ -315,10 +385,39 @@ _register(GANConfig(
 
 
 def get_preset(name: str) -> GANConfig:
+    """A named preset, or the GANConfig in a JSON file when ``name`` ends in .json."""
+    if str(name).lower().endswith(".json"):
+        return load_config_file(name)
     try:
         return PRESETS[name]
     except KeyError:
-        raise FacesynthError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+        raise FacesynthError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)} "
+                             "(or the path of a config .json file)") from None
+
+
+def load_config_file(path: str | os.PathLike) -> GANConfig:
+    """A GANConfig from a JSON object of its fields; fields left out keep their defaults, ``name`` the file's stem.
+
+    Write one with ``facesynth presets --json`` (every preset's full config) and edit it.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise FacesynthError(f"{path}: {path.stat().st_size} bytes is far too large for a config file")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FacesynthError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FacesynthError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FacesynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise FacesynthError(f"{path}: not valid JSON (nested too deeply)") from None
+    if isinstance(data, dict) and "name" not in data:
+        data = {**data, "name": path.stem}
+    return GANConfig.from_dict(data, source=str(path))
 
 
 def parameter_counts(cfg: GANConfig) -> dict[str, int]:
@@ -329,4 +428,4 @@ def parameter_counts(cfg: GANConfig) -> dict[str, int]:
     return {"G": count(g), "G.mapping": count(g.mapping), "D": count(d)}
 
 
-__all__ = ["JsonConfig", "GANConfig", "PRESETS", "get_preset", "parameter_counts"]
+__all__ = ["JsonConfig", "GANConfig", "PRESETS", "get_preset", "load_config_file", "parameter_counts"]

@@ -45,6 +45,7 @@ class TalkingHeadConfig(JsonConfig):
         def bad(msg: str) -> FacesynthError:
             return FacesynthError(f"{source}: {msg}")
 
+        self.check_types(source)
         r = self.resolution
         if not isinstance(r, int) or not 32 <= r <= 1024 or r & (r - 1):
             raise bad(f"resolution must be a power of two from 32 to 1024, got {r!r}")
@@ -58,7 +59,8 @@ class TalkingHeadConfig(JsonConfig):
         if not isinstance(self.g_res_blocks, int) or self.g_res_blocks < 0:
             raise bad(f"g_res_blocks must be a non-negative integer, got {self.g_res_blocks!r}")
         if self.base_channels < 2 or max(self.max_channels, self.embed_dim) > 4096:
-            raise bad("channel counts must lie between 2 and 4096")
+            raise bad("channel counts (base_channels, max_channels, embed_dim) must lie between 2 and 4096, got "
+                      f"{self.base_channels}, {self.max_channels}, {self.embed_dim}")
         if self.content_net not in CONTENT_NETS:
             raise bad(f"content_net must be one of {', '.join(CONTENT_NETS)}, got {self.content_net!r}")
         for a in self.attention:
@@ -70,7 +72,29 @@ class TalkingHeadConfig(JsonConfig):
         for name in ("content_weight", "pixel_weight", "adv_weight", "fm_weight", "match_weight"):
             if not getattr(self, name) >= 0:
                 raise bad(f"{name} must be non-negative")
+        self._validate_ranges(bad)
         return self
+
+    def _validate_ranges(self, bad) -> None:
+        """Upper bounds: nothing a checkpoint or --set names may make a step allocate without limit."""
+        limits = {"base_channels": 4096, "g_res_blocks": 64, "shots": 64, "batch": 4096, "content_size": 1024,
+                  "snapshot_steps": 10**9, "finetune_steps": 10**9}
+        for name, top in limits.items():
+            v = getattr(self, name)
+            if v > top:
+                raise bad(f"{name} must be at most {top}, got {v!r}")
+        for name in ("g_lr", "d_lr", "finetune_lr"):
+            if not getattr(self, name) <= 1e6:
+                raise bad(f"{name} must be at most 1e6")
+        for name in ("content_weight", "pixel_weight", "adv_weight", "fm_weight", "match_weight"):
+            if not getattr(self, name) <= 1e9:
+                raise bad(f"{name} must be at most 1e9")
+        if len(self.attention) > 16:
+            raise bad("attention names at most 16 resolutions")
+        b = self.betas
+        if (len(b) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+                or not all(0 <= x < 1 for x in b)):
+            raise bad(f"betas must be two numbers from 0 to 1 (excluded), got {str(b)[:60]}")
 
 
 PRESETS: dict[str, TalkingHeadConfig] = {}

@@ -7,6 +7,8 @@ discriminator vector ``w``.  Both are safetensors with the config in their metad
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import torch
@@ -27,13 +29,40 @@ def build_networks(cfg: TalkingHeadConfig, num_videos: int) -> dict[str, torch.n
 def read_checkpoint(path: str | Path) -> tuple[str, TalkingHeadConfig, dict[str, torch.Tensor], Path]:
     """(kind, config, tensors, model file) of a talking-head run, snapshot or person checkpoint."""
     model_file = ckpt.resolve_checkpoint(path)
-    meta = ckpt.check_safetensors(model_file)
+    meta, shapes = ckpt.safetensors_header(model_file)
     kind = meta.get("kind")
     if kind not in (RUN_KIND, PERSON_KIND):
         hint = " (a face GAN: use it with generate/mix/project)" if kind == ckpt.KIND else ""
         raise FacesynthError(f"{model_file}: not a talking-head checkpoint (kind={kind!r}){hint}")
     cfg = ckpt.config_from_metadata(meta, TalkingHeadConfig, model_file)
+    w = shapes.get("D.W")
+    num_videos = w[1][0] if w is not None and len(w[1]) == 2 else 1
+    if size_bound(cfg, num_videos) > ckpt.META_CHECK_BYTES:
+        # The networks the config describes must be the ones stored, before either is built or read:
+        # compared on the meta device, without spectral norm (whose set-up is slow there), whose tensors
+        # are the plain weight under another name plus its two power-iteration vectors.
+        plain = cfg.replace(spectral_norm=False)
+        ckpt.check_tensor_shapes(model_file, _without_spectral_norm(shapes) if cfg.spectral_norm else shapes,
+                                 {"E": lambda: Embedder(plain), "G": lambda: TalkingHeadGenerator(plain),
+                                  "D": lambda: ProjectionDiscriminator(plain, num_videos)})
     return kind, cfg, ckpt.read_safetensors(model_file), model_file
+
+
+def size_bound(cfg: TalkingHeadConfig, num_videos: int) -> int:
+    """A generous upper bound on the bytes of E, G and D that ``cfg`` describes."""
+    c = max(cfg.max_channels, cfg.embed_dim)
+    blocks = int(math.log2(cfg.resolution)) + cfg.g_down_blocks + cfg.g_res_blocks + len(cfg.attention) + 2
+    params = 3 * blocks * 30 * c * c + cfg.embed_dim * blocks * 4 * c + num_videos * cfg.embed_dim
+    return 4 * params
+
+
+def _without_spectral_norm(shapes: dict) -> dict:
+    out = {}
+    for k, v in shapes.items():
+        if re.search(r"\.parametrizations\.\w+\.0\._[uv]$", k):
+            continue
+        out[re.sub(r"\.parametrizations\.(\w+)\.original$", r".\1", k)] = v
+    return out
 
 
 def num_videos_of(tensors: dict[str, torch.Tensor], source: str) -> int:

@@ -13,7 +13,6 @@ processes (training/distributed.py), so W processes train as one would.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from tqdm import tqdm
 from ..errors import FacesynthError
 from ..training import checkpoint as ckpt
 from ..training.distributed import DataParallel
+from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
 from ..training.loop import pick_device
-from ..util.atomic import check_writable_dir, write_json_atomic
+from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
 from ..util.grid import save_grid
 from .config import TalkingHeadConfig, get_preset
 from .episodes import EpisodeSampler, load_videos
@@ -101,6 +101,7 @@ class MetaTrainer:
         self.content = content_network(self.cfg, self.device, opts.inception, opts.lpips)
         self.step = 0
         self.elapsed = 0.0
+        self.guard = NonFiniteGuard()
         if resume is not None:
             self._load(resume, tensors, state)
         self.preview = EpisodeSampler(self.videos, self.cfg.shots, self.seed + 999).sample(min(8, 2 * len(self.videos)))
@@ -159,6 +160,8 @@ class MetaTrainer:
         loss_G.backward()
         self.dp.average_gradients(self.E)
         self.dp.average_gradients(self.G)
+        self.guard.check("loss/G", loss_G, self.E)
+        self.guard.check("loss/G", loss_G, self.G)
         self.opt_EG.step()
         stats.update({f"loss/{k}": v.detach() for k, v in losses.items()})
         stats["loss/G"] = loss_G.detach()
@@ -171,11 +174,33 @@ class MetaTrainer:
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         self.dp.average_gradients(self.D)
+        self.guard.check("loss/D", loss_D, self.D)
         self.opt_D.step()
         stats.update({"loss/D": loss_D.detach(), "scores/real": real_score.detach().mean(),
                       "scores/fake": fake_score.detach().mean()})
         self.step += 1
         return stats
+
+    def _report_nonfinite(self, steps: int, episodes: dict) -> None:
+        """Steps with NaN/Inf were skipped in place; a tick in which every step failed stops the run."""
+        skipped = self.guard.take()
+        if not skipped:
+            return
+        worst = max(skipped.values())
+        if self.main:
+            tqdm.write(f"skipped {worst} of {steps} steps before step {self.step}: non-finite "
+                       + ", ".join(f"{k} ({v}x)" for k, v in skipped.items()), file=sys.stderr)
+        if worst >= steps:
+            nets = {"E": self.E, "G": self.G, "D": self.D}
+
+            def probe():
+                ep = {k: v.to(self.device) for k, v in episodes.items()}
+                with torch.no_grad():
+                    fake = self.G(ep["target_drawing"], self.G.psi(self.E(ep["frames"], ep["drawings"])))
+                    self.D(fake, ep["target_drawing"], ep["video"])
+
+            raise FacesynthError(f"training diverged at step {self.step}: {diagnosis(skipped, nets, probe)}. "
+                                 "Resume from the last snapshot with a lower learning rate (--lr, --d-lr)")
 
     @torch.no_grad()
     def save_samples(self, path: Path) -> None:
@@ -190,6 +215,9 @@ class MetaTrainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
         opts, cfg, main, dp = self.opts, self.cfg, self.main, self.dp
+        if main:  # after a crash: no temporaries, no log lines of steps past the snapshot resumed from
+            ckpt.clean_stale_temporaries(self.out)
+            ckpt.rewind_log(self.out / "stats.jsonl", lambda r: int(r.get("step", 0)) <= self.step)
         if self.step == 0 and main:
             write_json_atomic(self.out / "training_options.json", {
                 "options": dataclasses.asdict(opts), "config": cfg.to_dict(),
@@ -216,18 +244,13 @@ class MetaTrainer:
                 if self.step % opts.tick_steps == 0 or done:
                     dt = time.time() - tick_start
                     self.elapsed += dt
-                    means = dp.mean(torch.stack([torch.stack(v).float().mean() for v in acc.values()]))
-                    line = dict(zip(acc, means.tolist()))
-                    bad = [k for k, v in line.items() if v != v or abs(v) == float("inf")]
-                    if bad:
-                        raise FacesynthError(f"training diverged: {', '.join(bad)} became NaN/Inf at step "
-                                             f"{self.step}; resume from the last snapshot with a lower learning rate")
+                    line = dict(zip(acc, dp.mean(finite_means(acc)).tolist()))
+                    self._report_nonfinite(len(acc["loss/G"]), episodes)
                     line.update({"step": self.step, "episodes": self.step * cfg.batch,
                                  "sec_per_step": dt / max(self.step - tick_step, 1), "elapsed_s": self.elapsed,
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
                     if main:
-                        with open(log, "a") as f:
-                            f.write(json.dumps(line) + "\n")
+                        append_json_line(log, line)
                     pbar.set_postfix({"G": f"{line['loss/G']:.2f}", "D": f"{line['loss/D']:.2f}",
                                       "L1": f"{line['loss/pixel']:.3f}"})
                     last, acc = line, {}

@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .align import NoFace
 from .images import BadImage, ImageSource, check_resolution, decode_image, prepare_image
 
 DATASET_JSON = "dataset.json"
+MAX_LISTED = 1000  # skipped files named in dataset.json (all are counted)
 
 
 def _encode_png(img) -> bytes:
@@ -31,7 +33,8 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
                   align: bool = False, landmarks: str | Path | None = None, framing: str = "ffhq") -> dict:
     """Convert ``src`` into ``dest`` (a .zip).  Returns the dataset.json contents.
 
-    Unreadable files are skipped with one line each; the zip is written to a
+    Unreadable files are skipped with one line each (and counted per problem in dataset.json's
+    ``skipped_problems``, listed in ``skipped_files``); the zip is written to a
     temporary name and renamed only when complete.  With ``align``, each photo's
     largest face is found and cropped as FFHQ's were (photos without one are skipped).
     """
@@ -64,10 +67,12 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
         name = source.names[i]
         try:
             return name, _encode_png(prepare(i, name)), None
-        except (BadImage, NoFace) as e:
-            return name, None, str(e)
+        except BadImage as e:
+            return name, None, (e.problem, str(e))
+        except NoFace as e:
+            return name, None, ("no_face", str(e))
         except Exception as e:  # a decoder bug must not end a 20k-image job
-            return name, None, f"{name}: {type(e).__name__}: {e}"
+            return name, None, ("error", f"{name}: {type(e).__name__}: {e}")
 
     written, skipped = 0, []
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -77,8 +82,8 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
             for name, png, err in tqdm(results, total=n, desc="dataset", unit="img", disable=quiet,
                                        file=sys.stderr, dynamic_ncols=True):
                 if err is not None:
-                    skipped.append(err)
-                    tqdm.write(f"skipped {err}", file=sys.stderr)
+                    skipped.append({"name": name, "problem": err[0], "message": err[1]})
+                    tqdm.write(f"skipped {err[1]}", file=sys.stderr)  # once per file: one line naming it
                     continue
                 zf.writestr(f"{written:08d}.png", png)
                 written += 1
@@ -89,15 +94,22 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
             "resolution": resolution,
             "count": written,
             "skipped": len(skipped),
-            "skipped_files": skipped[:1000],
+            "skipped_problems": skipped_problems(skipped),
+            "skipped_files": skipped[:MAX_LISTED],
             "square": f"{framing}-align" if align else square,
             "source": str(src),
         }
         zf.writestr(DATASET_JSON, json.dumps(meta, indent=2))
     if not quiet:
-        print(f"wrote {written} images at {resolution}x{resolution} to {dest}; skipped {len(skipped)}",
-              file=sys.stderr)
+        why = ", ".join(f"{k}: {v}" for k, v in meta["skipped_problems"].items())
+        print(f"wrote {written} images at {resolution}x{resolution} to {dest}; skipped {len(skipped)}"
+              + (f" ({why})" if why else ""), file=sys.stderr)
     return meta
+
+
+def skipped_problems(skipped: list[dict]) -> dict[str, int]:
+    """{problem: count} of skipped files, most frequent first (problems: data.images.PROBLEMS, and no_face)."""
+    return dict(Counter(s["problem"] for s in skipped).most_common())
 
 
 def read_dataset_meta(path: str | Path) -> dict | None:

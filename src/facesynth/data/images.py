@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -19,14 +21,41 @@ from ..errors import FacesynthError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 ARRAY_EXTENSIONS = {".npy", ".npz"}
-# Refuse decompression bombs outright instead of letting PIL merely warn.
+# Refuse decompression bombs outright, from the header's size and before decoding, instead of letting PIL
+# merely warn (it only raises past twice its limit).
 MAX_IMAGE_PIXELS = 8192 * 8192
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# PIL warns between 1x and 2x its limit; check_pixels refuses those itself, before decoding, with a message.
+# (A filter set once: catch_warnings() per call is not thread-safe, and the dataset tool decodes in threads.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Only the decoders of the formats we name: PIL would otherwise also try EPS (which runs Ghostscript), FITS,
+# PSD, ICNS and a dozen more on any bytes that happen to start like one of them.
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "WEBP", "TIFF", "GIF", "PPM")
+# Past this ratio of the long to the short side a centre crop keeps under a quarter of the picture (and a pad
+# is mostly black): a strip, a banner or a damaged header, not a photo to train on.
+MAX_ASPECT_RATIO = 4.0
+MIN_SIDE = 2
+
+# Why a file is skipped: the keys of dataset.json's "skipped_problems".
+PROBLEMS = {
+    "empty": "0 bytes",
+    "not_an_image": "not an image",
+    "truncated": "truncated",
+    "too_large": "too large (a decompression bomb?)",
+    "too_small": "too small",
+    "aspect_ratio": "absurd aspect ratio",
+    "corrupt": "corrupt image data",
+    "error": "decoder failure",
+}
 
 
 class BadImage(Exception):
-    """One source file could not be turned into an image; the caller skips it."""
+    """One source file could not be turned into an image; the caller skips it.  ``problem`` is one of PROBLEMS."""
+
+    def __init__(self, message: str, problem: str = "corrupt"):
+        super().__init__(message)
+        self.problem = problem if problem in PROBLEMS else "corrupt"
 
 
 def is_image_name(name: str) -> bool:
@@ -43,6 +72,7 @@ class ImageSource:
         if not self.path.exists():
             raise FacesynthError(f"{self.path}: no such file or folder")
         self._zip: zipfile.ZipFile | None = None
+        self._zip_pid = 0
         self._array: np.ndarray | None = None
         if self.path.is_dir():
             self.kind = "folder"
@@ -73,8 +103,10 @@ class ImageSource:
             return self._array[index]
         if self.kind == "folder":
             return (self.path / name).read_bytes()
-        if self._zip is None:  # opened lazily so that forked data-loader workers each get their own handle
-            self._zip = zipfile.ZipFile(self.path)
+        if self._zip is None or self._zip_pid != os.getpid():
+            # Opened lazily, and again in each forked data-loader worker: a handle inherited from the parent
+            # shares its file offset with the parent and the other workers, and their reads would interleave.
+            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip.read(name)
 
     def __getstate__(self):
@@ -134,18 +166,81 @@ def decode_image(payload: bytes | np.ndarray, name: str = "<image>") -> np.ndarr
     """Any supported image -> uint8 [H, W, 3] RGB.  Raises BadImage with the reason."""
     if isinstance(payload, np.ndarray):
         return _array_to_rgb8(payload, name)
+    if len(payload) == 0:
+        raise BadImage(f"{name}: empty file (0 bytes)", "empty")
     try:
-        with Image.open(io.BytesIO(payload)) as im:
+        im = Image.open(io.BytesIO(payload), formats=PIL_FORMATS)
+        with im:
+            check_pixels(im.size, name)
             im.load()
-            return _pil_to_rgb8(im)
-    except Image.DecompressionBombError:
-        raise BadImage(f"{name}: image too large (over {MAX_IMAGE_PIXELS} pixels), refused") from None
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
-        reason = "not an image" if isinstance(e, Image.UnidentifiedImageError) else str(e) or type(e).__name__
-        raise BadImage(f"{name}: {reason}") from None
+            return _pil_to_rgb8(im, name)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise _bomb(e, name) from None
+    except Image.UnidentifiedImageError:
+        raise BadImage(f"{name}: not an image (no JPEG, PNG, WebP, BMP, TIFF, GIF or PPM header)",
+                       "not_an_image") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise _damaged(e, name) from None
+    except MemoryError:
+        raise BadImage(f"{name}: too large to decode in memory", "too_large") from None
 
 
-def _pil_to_rgb8(im: Image.Image) -> np.ndarray:
+def check_header(payload: bytes | np.ndarray, name: str = "<image>") -> None:
+    """The checks that need only a file's header (cheap: nothing is decoded): empty, not an image, too large,
+    too small, aspect ratio.  BadImage with the problem; a truncated or corrupt body shows only when decoded."""
+    if isinstance(payload, np.ndarray):
+        return
+    if len(payload) == 0:
+        raise BadImage(f"{name}: empty file (0 bytes)", "empty")
+    try:
+        with Image.open(io.BytesIO(payload), formats=PIL_FORMATS) as im:
+            size = im.size
+    except Image.DecompressionBombError as e:
+        raise _bomb(e, name) from None
+    except Image.UnidentifiedImageError:
+        raise BadImage(f"{name}: not an image (no JPEG, PNG, WebP, BMP, TIFF, GIF or PPM header)",
+                       "not_an_image") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise _damaged(e, name) from None
+    check_pixels(size, name)
+    check_geometry(*size, name)
+
+
+def _damaged(e: Exception, name: str) -> BadImage:
+    """A decoder's complaint as BadImage: truncated when the data ends early, else corrupt."""
+    reason = str(e) or type(e).__name__
+    truncated = any(w in reason.lower() for w in ("truncated", "broken data stream", "eof", "premature end"))
+    return BadImage(f"{name}: {'truncated' if truncated else 'corrupt'} ({reason})",
+                    "truncated" if truncated else "corrupt")
+
+
+def _bomb(e: Exception, name: str) -> BadImage:
+    declared = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(declared.group(1))} pixels declared" if declared else "too many pixels declared"
+    return BadImage(f"{name}: image too large ({size}, the limit is {MAX_IMAGE_PIXELS}), refused before "
+                    "decoding", "too_large")
+
+
+def check_pixels(size: tuple[int, int], name: str) -> None:
+    """BadImage("too_large") when a header declares more than MAX_IMAGE_PIXELS: checked before any decoding."""
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise BadImage(f"{name}: image too large ({w}x{h} = {w * h} pixels declared, the limit is "
+                       f"{MAX_IMAGE_PIXELS}), refused before decoding", "too_large")
+
+
+def check_geometry(w: int, h: int, name: str) -> None:
+    """BadImage for images too small to train on or too far from square to crop into one."""
+    if min(w, h) < MIN_SIDE:
+        raise BadImage(f"{name}: image is only {w}x{h} pixels", "too_small")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise BadImage(f"{name}: absurd aspect ratio ({w}x{h} pixels, over {MAX_ASPECT_RATIO:g}:1)",
+                       "aspect_ratio")
+
+
+def _pil_to_rgb8(im: Image.Image, name: str = "<image>") -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
@@ -164,7 +259,7 @@ def _pil_to_rgb8(im: Image.Image) -> np.ndarray:
         im = im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
     arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise BadImage("empty image")
+        raise BadImage(f"{name}: empty image (no pixels)", "too_small")
     return arr
 
 
@@ -184,7 +279,7 @@ def _array_to_rgb8(arr: np.ndarray, name: str) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.floating):
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
         if not np.isfinite(lo) or not np.isfinite(hi):
-            raise BadImage(f"{name}: array holds NaN or Inf")
+            raise BadImage(f"{name}: array holds NaN or Inf", "corrupt")
         # Floats in [0,1] or [-1,1] are both common: map whichever range is present to 0..255.
         scaled = (arr + 1) / 2 if lo < 0 else arr
         scaled = scaled / 255.0 if hi > 1.0 else scaled
@@ -192,14 +287,14 @@ def _array_to_rgb8(arr: np.ndarray, name: str) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.integer):
         out = np.clip(arr, 0, 255).astype(np.uint8)
     else:
-        raise BadImage(f"{name}: unsupported array dtype {arr.dtype}")
+        raise BadImage(f"{name}: unsupported array dtype {arr.dtype}", "corrupt")
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=2)
     elif out.shape[-1] == 4:
         alpha = out[..., 3:4].astype(np.float32) / 255.0
         out = np.round(out[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
     if out.shape[0] < 1 or out.shape[1] < 1:
-        raise BadImage(f"{name}: empty image")
+        raise BadImage(f"{name}: empty image (no pixels)", "too_small")
     return np.ascontiguousarray(out)
 
 
@@ -238,8 +333,7 @@ def resize_square(img: np.ndarray, resolution: int) -> np.ndarray:
 def prepare_image(payload: bytes | np.ndarray, name: str, resolution: int, square: str = "crop") -> np.ndarray:
     """Decode, square and resize one image to uint8 [R, R, 3]."""
     img = decode_image(payload, name)
-    if min(img.shape[:2]) < 2:
-        raise BadImage(f"{name}: image is only {img.shape[1]}x{img.shape[0]} pixels")
+    check_geometry(img.shape[1], img.shape[0], name)
     return resize_square(to_square(img, square), resolution)
 
 

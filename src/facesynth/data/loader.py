@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from .build import read_dataset_meta
-from .images import BadImage, ImageSource, check_resolution, prepare_image
+from .images import BadImage, ImageSource, check_header, check_resolution, prepare_image
 
 PRELOAD_LIMIT_BYTES = int(float(os.environ.get("FACESYNTH_PRELOAD_GB", "6")) * 2**30)
 
@@ -40,14 +41,19 @@ class ImageDataset(torch.utils.data.Dataset):
         if n == 0:
             raise FacesynthError(f"{self.path}: no images found")
         self.indices = np.arange(n)
-        self.bad: list[str] = []
-        self._reported: set[int] = set()
+        self.bad: list[str] = []  # one message per skipped file, naming it and its problem
+        self.bad_problems: Counter = Counter()  # problem (data.images.PROBLEMS) -> files skipped
+        # Files found bad while decoding on the fly, in memory shared with data-loader workers (forked or
+        # spawned), so each is reported once by whichever process meets it first, not once per worker.
+        self._reported = torch.zeros(n, dtype=torch.uint8).share_memory_()
         self.images: np.ndarray | None = None
         self._downscaled: dict[int, np.ndarray] = {}
         if preload is None:
             preload = n * 3 * resolution * resolution <= PRELOAD_LIMIT_BYTES
         if preload:
             self._preload(quiet)
+        elif not _is_built_dataset(self.meta):
+            self._check_headers(quiet)
 
     def _load(self, i: int) -> np.ndarray:
         name = self.source.names[i]
@@ -64,19 +70,46 @@ class ImageDataset(torch.utils.data.Dataset):
                 ok[i] = True
                 return None
             except BadImage as e:
-                return str(e)
+                return e
 
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:
-            for err in tqdm(pool.map(work, range(n)), total=n, desc=f"loading {self.path.name}", unit="img",
-                            disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
-                if err:
-                    self.bad.append(err)
-                    tqdm.write(f"skipped {err}", file=sys.stderr)
+        self._scan(work, n, f"loading {self.path.name}", quiet)
         if not ok.any():
             raise FacesynthError(f"{self.path}: none of the {n} files could be read as an image")
         self.images = out[ok] if not ok.all() else out
         self.indices = self.indices[ok]
+
+    def _check_headers(self, quiet: bool) -> None:
+        """Decoding on the fly: drop the files whose header already says they are bad (empty, not an image,
+        a decompression bomb, too small, a strip), so that they are counted before training starts."""
+        n = len(self.indices)
+        ok = np.ones(n, dtype=bool)
+
+        def work(i):
+            name = self.source.names[int(self.indices[i])]
+            try:
+                check_header(self.source.read(int(self.indices[i])), name)
+                return None
+            except BadImage as e:
+                ok[i] = False
+                return e
+
+        self._scan(work, n, f"checking {self.path.name}", quiet)
+        if not ok.any():
+            raise FacesynthError(f"{self.path}: none of the {n} files could be read as an image")
+        self.indices = self.indices[ok]
+
+    def _scan(self, work, n: int, desc: str, quiet: bool) -> None:
+        workers = min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            for err in tqdm(pool.map(work, range(n)), total=n, desc=desc, unit="img", disable=quiet,
+                            file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+                if err is not None:
+                    self._skip(err)
+
+    def _skip(self, err: BadImage) -> None:
+        self.bad.append(str(err))
+        self.bad_problems[err.problem] += 1
+        tqdm.write(f"skipped {err}", file=sys.stderr)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -102,10 +135,20 @@ class ImageDataset(torch.utils.data.Dataset):
             try:
                 return torch.from_numpy(np.ascontiguousarray(self._load(int(self.indices[j])).transpose(2, 0, 1)))
             except BadImage as e:
-                if j not in self._reported:
-                    self._reported.add(j)
-                    print(f"skipped {e}", file=sys.stderr)
+                if not self._reported[j]:
+                    self._reported[j] = 1
+                    print(f"skipped {e}", file=sys.stderr, flush=True)  # from a worker process, perhaps
         raise FacesynthError(f"{self.path}: no readable images left")
+
+    @property
+    def skipped(self) -> int:
+        """Files skipped so far: found before training, plus those met while decoding on the fly."""
+        return len(self.bad) + int(self._reported.sum())
+
+
+def _is_built_dataset(meta: dict | None) -> bool:
+    """A zip written by `facesynth dataset`: every file in it was decoded once already."""
+    return bool(meta) and str(meta.get("format", "")).startswith("facesynth-dataset")
 
 
 def box_downscale(images: torch.Tensor, resolution: int) -> torch.Tensor:

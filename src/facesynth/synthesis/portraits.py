@@ -75,17 +75,54 @@ def save_latent(path: str | Path, proj: Projection) -> None:
             np.savez(f, meta=meta, **arrays)
 
 
+def _latent_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the ``ws`` array of a latent .npz, from its .npy header alone (no data read)."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            try:
+                info = zf.getinfo("ws.npy")
+            except KeyError:
+                raise FacesynthError(f"{path}: not a facesynth latent file (no ws array)") from None
+            with zf.open(info) as f:
+                version = npy.read_magic(f)
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise ValueError(f"unknown .npy version {version}")
+                reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, _, dtype = reader(f)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise FacesynthError(f"{path}: not a facesynth latent file (a .npz from `facesynth project` is a zip "
+                             f"of plain arrays; {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                             ) from None
+    return shape, dtype
+
+
 def load_latent(path: str | Path, G) -> torch.Tensor:
-    """ws [1, num_ws, w_dim] from a saved projection (.npz, read without unpickling)."""
+    """ws [1, num_ws, w_dim] from a saved projection (.npz, read without unpickling): the array's header is
+    checked first (no object arrays, the shape this model needs), then only those few floats are read."""
     path = Path(path)
+    need = (1, G.num_ws, G.cfg.w_dim)
+    shape, dtype = _latent_header(path)
+    if dtype.hasobject:
+        raise FacesynthError(f"{path}: refused: its ws array holds pickled Python objects, which facesynth never "
+                             "loads (they can run code)")
+    if dtype.kind != "f":
+        raise FacesynthError(f"{path}: latent ws must hold floating-point numbers, not {dtype}")
+    if tuple(shape) != need:
+        raise FacesynthError(f"{path}: latent of shape {list(shape)} does not fit this model "
+                             f"(needs {list(need)}; was it projected with another model?)")
     try:
         with np.load(path, allow_pickle=False) as data:
             ws = np.asarray(data["ws"], dtype=np.float32)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError) as e:
         raise FacesynthError(f"{path}: not a facesynth latent file ({type(e).__name__}: {e})") from None
-    if ws.shape != (1, G.num_ws, G.cfg.w_dim):
-        raise FacesynthError(f"{path}: latent of shape {list(ws.shape)} does not fit this model "
-                             f"(needs [1, {G.num_ws}, {G.cfg.w_dim}]; was it projected with another model?)")
+    if ws.shape != need:
+        raise FacesynthError(f"{path}: latent of shape {list(ws.shape)} does not fit this model (needs {list(need)})")
+    if not np.isfinite(ws).all():
+        raise FacesynthError(f"{path}: latent holds NaN or infinite values")
     return torch.from_numpy(ws)
 
 

@@ -12,21 +12,25 @@ few snapshots are kept; ``history/`` keeps every snapshot's G_ema alone.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 import shutil
 import struct
 import tempfile
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import FacesynthError
 from ..presets import GANConfig
-from ..util.atomic import atomic_path, dir_mode, file_mode, write_json_atomic
+from ..util.atomic import atomic_path, dir_mode, file_mode, write_bytes_atomic, write_error, write_json_atomic
 
 KIND = "facesynth-gan"
 FORMAT_VERSION = 1
@@ -34,6 +38,7 @@ MODEL_FILE = "model.safetensors"
 TRAINING_FILE = "training.safetensors"
 SNAPSHOT_PREFIX = "snapshot-"
 LATEST = "latest.json"
+METRICS_LOG = "metrics.jsonl"
 HISTORY_DIR = "history"
 MAX_HEADER_BYTES = 100 * 2**20
 
@@ -91,25 +96,96 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 # --------------------------------------------------------------------------- reading safely
 
-def check_safetensors(path: Path) -> dict:
-    """Validate the header of a safetensors file before handing it to the loader; returns its metadata."""
+# Bytes per element of every dtype safetensors writes; anything else in a header is refused.
+DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+MAX_DIMS = 16
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".tar")
+_PICKLE_SIGNS = ((b"PK\x03\x04", "a zip archive (torch.save's format, or an .npz: it may hold pickled Python)"),
+                 (b"\x80", "a Python pickle"), (b"\x93NUMPY", "a NumPy array file"))
+
+
+def _what_is(head: bytes) -> str:
+    for sign, what in _PICKLE_SIGNS:
+        if head.startswith(sign):
+            return what
+    return "a damaged file or another format"
+
+
+def safetensors_header(path: Path) -> tuple[dict, dict[str, tuple[str, tuple[int, ...]]]]:
+    """(metadata, {name: (dtype, shape)}) of a safetensors file, after checking every field of its header
+    against the file: nothing is unpickled, and nothing larger than the header is read or allocated."""
+    path = Path(path)
+
+    def bad(problem: str) -> FacesynthError:
+        return FacesynthError(f"{path}: not a valid safetensors file ({problem})")
+
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise FacesynthError(f"{path}: not a safetensors file (too short)")
+                raise bad("too short")
             (n,) = struct.unpack("<Q", head)
             if n <= 1 or n > MAX_HEADER_BYTES or n + 8 > size:
-                raise FacesynthError(f"{path}: not a safetensors file (bad header length; a pickle or a damaged file?)")
-            header = json.loads(f.read(n))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        if isinstance(e, FacesynthError):
-            raise
-        raise FacesynthError(f"{path}: not a safetensors file ({type(e).__name__})") from None
+                what = _what_is(head)
+                if what != "a damaged file or another format":
+                    raise FacesynthError(f"{path}: refused: this is {what}, not safetensors; facesynth never "
+                                         "loads pickles (they can run code)")
+                raise bad(f"header length {n} does not fit a file of {size} bytes")
+            raw = f.read(n)
+        header = json.loads(raw.decode("utf-8"))
+    except FacesynthError:
+        raise
+    except FileNotFoundError:
+        raise FacesynthError(f"{path}: no such file") from None
+    except OSError as e:
+        raise FacesynthError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        if _what_is(head) != "a damaged file or another format":
+            raise FacesynthError(f"{path}: refused: this is {_what_is(head)}, not safetensors; facesynth never "
+                                 "loads pickles (they can run code)") from None
+        raise bad(f"header is not JSON: {type(e).__name__}") from None
     if not isinstance(header, dict):
-        raise FacesynthError(f"{path}: not a safetensors file (header is not an object)")
-    return header.get("__metadata__") or {}
+        raise bad(f"header is a JSON {type(header).__name__}, not an object")
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise bad("__metadata__ must map names to strings")
+    data_size = size - 8 - n
+    tensors, spans = {}, []
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"tensor {name!r} is not described by exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+            raise bad(f"tensor {name!r} has unknown dtype {str(dtype)[:20]!r}")
+        if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+                or not all(type(d) is int and 0 <= d <= data_size for d in shape)):
+            raise bad(f"tensor {name!r} has an invalid shape {str(shape)[:60]}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise bad(f"tensor {name!r} has data offsets {str(offsets)[:60]} outside the file's "
+                      f"{data_size} data bytes")
+        if math.prod(shape) * DTYPE_SIZES[dtype] != offsets[1] - offsets[0]:
+            raise bad(f"tensor {name!r}: shape {shape} x {dtype} needs {math.prod(shape) * DTYPE_SIZES[dtype]} "
+                      f"bytes, its data range holds {offsets[1] - offsets[0]}")
+        tensors[name] = (dtype, tuple(shape))
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for start, stop, name in sorted(spans):
+        if start != end:
+            raise bad(f"tensor {name!r} overlaps another or leaves a gap (data at byte {start}, expected {end})")
+        end = stop
+    if end != data_size:
+        raise bad(f"the tensors cover {end} of the file's {data_size} data bytes")
+    return meta, tensors
+
+
+def check_safetensors(path: Path) -> dict:
+    """Validate the header of a safetensors file before handing it to the loader; returns its metadata."""
+    return safetensors_header(path)[0]
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -120,14 +196,29 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise FacesynthError(f"{path}: damaged safetensors file ({e})") from None
 
 
+def save_file(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with its I/O failures (a full disk, a read-only folder) raised as OSError
+    with their errno, so the callers' write handling (temporary files removed, one clear line) applies."""
+    try:
+        safetensors.torch.save_file(tensors, filename, metadata=metadata)
+    except SafetensorError as e:
+        m = re.search(r"os error (\d+)", str(e))
+        if m:
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), filename) from None
+        if "I/O error" in str(e) or "Io(" in str(e):
+            raise OSError(errno.EIO, str(e), filename) from None
+        raise
+
+
 def read_json(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except FileNotFoundError:
         raise FacesynthError(f"{path}: missing {what}") from None
-    except (OSError, ValueError) as e:
-        raise FacesynthError(f"{path}: unreadable {what} ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise FacesynthError(f"{path}: unreadable {what} ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(obj, dict):
         raise FacesynthError(f"{path}: {what} must be a JSON object")
     return obj
@@ -157,7 +248,10 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
     ``to_dict``; ``kind`` names the model family in the file's metadata)."""
     run_dir = Path(run_dir)
     final = run_dir / snapshot_name(int(state["images_seen"]))
-    tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", suffix=".tmp", dir=run_dir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", suffix=".tmp", dir=run_dir))
+    except OSError as e:
+        raise write_error(run_dir, e) from None
     try:
         tensors = {}
         for prefix, m in models.items():
@@ -175,9 +269,10 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(run_dir)  # the rename itself survives a power cut
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FacesynthError(f"{run_dir}: could not write snapshot ({e.strerror or e}); "
+        raise FacesynthError(f"could not write a snapshot: {write_error(run_dir, e)}; "
                              "earlier snapshots are intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -211,13 +306,87 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def best_snapshot(run_dir: Path, metric: str = "fid") -> str | None:
+    """Name of the snapshot with the lowest ``metric`` (any count: fid2k, fid50k ...) in metrics.jsonl."""
+    best = None
+    for record in read_jsonl(Path(run_dir) / METRICS_LOG):
+        name = record.get("metric", "")
+        if not str(name).startswith(metric) or record.get("kimg") is None:
+            continue
+        value = (record.get("results") or {}).get(name)
+        if isinstance(value, (int, float)) and value == value and (best is None or value < best[0]):
+            best = (value, snapshot_name(round(float(record["kimg"]) * 1000)))
+    return best[1] if best else None
+
+
 def _prune(run_dir: Path, keep: int, protect: str) -> None:
+    """Keep the newest ``keep`` snapshots, the best by FID, and always the one just written."""
     if keep <= 0:
         return
-    snaps = list_snapshots(run_dir)
-    for old in snaps[:-keep]:
-        if old.name != protect:
+    keep_names = {protect, best_snapshot(run_dir)}
+    for old in list_snapshots(run_dir)[:-keep]:
+        if old.name not in keep_names:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Remove what a killed writer left behind: ``.snapshot-*.tmp`` folders and ``.*.tmp`` files."""
+    run_dir = Path(run_dir)
+    removed = []
+    for folder in (run_dir, run_dir / HISTORY_DIR):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp"):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The complete JSON lines of a log (a line torn by a crash is skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def rewind_log(path: Path, keep) -> int:
+    """Rewrite a JSON-lines log with only the records ``keep(record)`` accepts (and no torn lines), atomically.
+
+    A resumed run rewinds its logs to the snapshot it resumes from, so that the steps it repeats are not
+    logged twice.  Returns how many lines were dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    total = len(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    kept = [r for r in read_jsonl(path) if keep(r)]
+    if len(kept) != total:
+        write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    return total - len(kept)
 
 
 def list_snapshots(run_dir: Path) -> list[Path]:
@@ -248,7 +417,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise FacesynthError(f"{path}: no such checkpoint")
     if path.is_file():
-        if path.suffix in (".pkl", ".pt", ".pth", ".ckpt", ".bin"):
+        if path.suffix.lower() in PICKLE_SUFFIXES:
             raise FacesynthError(f"{path}: pickled checkpoints are never loaded (they can run code); "
                                  "facesynth reads .safetensors only")
         return path
@@ -276,25 +445,86 @@ def config_from_metadata(meta: dict, config_class, path: Path):
     """The config a model file's metadata carries, validated as ``config_class``."""
     try:
         cfg_dict = json.loads(meta.get("config", ""))
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):
         raise FacesynthError(f"{path}: checkpoint config is not valid JSON") from None
-    return config_class.from_dict(cfg_dict, source=str(path))
+    return config_class.from_dict(cfg_dict, source=f"{path}: checkpoint config")
 
 
-def read_model(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor], dict]:
-    """Config, tensors and growth state ({} for a model trained at full resolution) of a model file."""
-    path = resolve_checkpoint(path)
-    meta = check_safetensors(path)
-    if meta.get("kind") != KIND:
-        raise FacesynthError(f"{path}: not a facesynth GAN checkpoint (kind={meta.get('kind')!r})")
-    cfg = config_from_metadata(meta, GANConfig, path)
+def check_tensor_shapes(path: Path, shapes: dict[str, tuple[str, tuple[int, ...]]], builders: dict) -> None:
+    """Each network the file holds (``builders``: prefix -> function building it from the config) must have
+    exactly the tensors its config describes.  Compared on the header's shapes against networks built on
+    the meta device, so a small file whose config describes a huge network is refused before anything of
+    that size (the weights, or the networks themselves) is allocated."""
+    for prefix, build in builders.items():
+        sub = {k[len(prefix) + 1:]: shape for k, (_, shape) in shapes.items() if k.startswith(prefix + ".")}
+        if not sub:
+            continue
+        try:
+            with torch.device("meta"):
+                own = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        except FacesynthError:
+            raise
+        except Exception as e:  # a config validate() let through, yet no network can be built from it
+            raise FacesynthError(f"{path}: its config does not build the {prefix} network "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        missing = sorted(set(own) - set(sub))
+        unexpected = sorted(set(sub) - set(own))
+        if missing or unexpected:
+            raise FacesynthError(f"{path}: weights for {prefix} do not match its config "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        for k, shape in sub.items():
+            if shape != own[k]:
+                raise FacesynthError(f"{path}: {prefix}.{k} has shape {list(shape)}, "
+                                     f"its config expects {list(own[k])}")
+
+
+def _growth_of(meta: dict, cfg: GANConfig, path: Path) -> dict:
     try:
         growth = json.loads(meta.get("growth", "{}"))
         if not isinstance(growth, dict):
             raise ValueError
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FacesynthError(f"{path}: checkpoint growth state is not a JSON object") from None
+    if growth:
+        res, alpha = growth.get("resolution"), growth.get("alpha", 1.0)
+        if type(res) is not int or res not in cfg.block_resolutions:
+            raise FacesynthError(f"{path}: checkpoint growth state names resolution {str(res)[:20]!r}, "
+                                 f"not one of this {cfg.resolution}x{cfg.resolution} model's")
+        if type(alpha) not in (int, float) or not 0 <= alpha <= 1:
+            raise FacesynthError(f"{path}: checkpoint growth state has alpha {str(alpha)[:20]!r}, "
+                                 "not a number from 0 to 1")
+    return growth
+
+
+def read_model(path: str | Path) -> tuple[GANConfig, dict[str, torch.Tensor], dict]:
+    """Config, tensors and growth state ({} for a model trained at full resolution) of a model file."""
+    from ..nets import build_discriminator, build_generator
+
+    path = resolve_checkpoint(path)
+    meta, shapes = safetensors_header(path)
+    if meta.get("kind") != KIND:
+        raise FacesynthError(f"{path}: not a facesynth GAN checkpoint (kind={meta.get('kind')!r})")
+    cfg = config_from_metadata(meta, GANConfig, path)
+    growth = _growth_of(meta, cfg, path)
+    if gan_size_bound(cfg) > META_CHECK_BYTES:  # small networks are simply built and compared when loaded
+        g = lambda: build_generator(cfg)  # noqa: E731
+        check_tensor_shapes(path, shapes, {"G": g, "G_ema": g, "D": lambda: build_discriminator(cfg)})
     return cfg, read_safetensors(path), growth
+
+
+# Networks a config may describe that are built without first comparing them with the file on the meta
+# device (whose first use costs seconds): at most this many bytes for G, G_ema and D together.
+META_CHECK_BYTES = 768 * 2**20  # above every preset's bound
+
+
+def gan_size_bound(cfg: GANConfig) -> int:
+    """A generous upper bound on the bytes of G, G_ema and D (with buffers) that ``cfg`` describes."""
+    w = max(cfg.z_dim, cfg.w_dim)
+    params = (cfg.mapping_layers + 2) * w * w
+    for r in cfg.block_resolutions:  # per resolution: G's 2-3 convolutions and their affines, D's 2-3
+        c = max(cfg.channels_at(r), cfg.channels_at(max(4, r // 2)), cfg.image_channels)
+        params += 3 * 9 * c * c + 4 * w * c + 4 * r * r
+    return 3 * 4 * params
 
 
 def apply_growth(module: nn.Module, growth: dict, source: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import resource
 import sys
 import time
@@ -30,12 +29,13 @@ from ..errors import FacesynthError
 from ..nets import build_discriminator, build_generator
 from ..nets.growth import downsample_box, fade
 from ..presets import get_preset
-from ..util.atomic import check_writable_dir, write_json_atomic
+from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
 from ..util.grid import save_grid
 from . import checkpoint as ckpt
 from . import performance
 from .distributed import SINGLE, DataParallel, sharded_noise
 from .growth import GrowthPoint, GrowthSchedule
+from .guard import NonFiniteGuard, diagnosis, finite_means, nonfinite_parameters
 from .losses import (
     discriminator_loss,
     generator_loss,
@@ -45,6 +45,8 @@ from .losses import (
     wgan_critic_loss,
     wgan_generator_loss,
 )
+
+MAX_ROLLBACKS = 3  # a run that keeps failing after this many returns to a snapshot stops with a diagnosis
 
 # Config fields that may be changed when resuming (they do not alter the networks' shapes).
 RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_weight", "pl_interval", "snapshot_kimg",
@@ -176,6 +178,8 @@ class Trainer:
         self.step = 0
         self.pl_mean = torch.zeros((), device=self.device)
         self.elapsed = 0.0
+        self.guard = NonFiniteGuard()
+        self.rollbacks = 0
         self.schedule = GrowthSchedule(cfg)
         self.growth = self.schedule.at(0)
         for phase in self.schedule.phases:
@@ -247,20 +251,28 @@ class Trainer:
         ckpt.load_optimizer_tensors(self.opt_G, training, "opt_G", named_parameters_by_id(self.G))
         ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", named_parameters_by_id(self.D))
         state = ckpt.read_json(state_file, "training state")
-        self.images_seen = int(state["images_seen"])
-        self.step = int(state["step"])
-        self.elapsed = float(state.get("elapsed_s", 0.0))
-        self.seed = int(state.get("seed", self.seed))
+        try:
+            self.images_seen, self.step = int(state["images_seen"]), int(state["step"])
+            self.elapsed = float(state.get("elapsed_s", 0.0))
+            self.seed = int(state.get("seed", self.seed))
+            pl_mean = float(state.get("pl_mean", 0.0))
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise FacesynthError(f"{state_file}: bad training state ({type(e).__name__}: {e})") from None
+        if self.images_seen < 0 or self.step < 0:
+            raise FacesynthError(f"{state_file}: bad training state (negative images_seen or step)")
         # Where the last step stood: growing past it on the next step resets Adam, as it would have.
         try:
             self.growth = GrowthPoint(**state["growth"]) if "growth" in state else self.schedule.at(self.images_seen)
         except TypeError:
             raise FacesynthError(f"{state_file}: bad growth state {state['growth']!r}") from None
-        self.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=self.device)
-        torch.set_rng_state(training["rng.cpu"])
-        self.aug_gen.set_state(training["rng.aug"])
-        if self.device.type == "cuda" and "rng.cuda" in training:
-            torch.cuda.set_rng_state(training["rng.cuda"], self.device)
+        self.pl_mean = torch.tensor(pl_mean, device=self.device)
+        try:
+            torch.set_rng_state(training["rng.cpu"])
+            self.aug_gen.set_state(training["rng.aug"])
+            if self.device.type == "cuda" and "rng.cuda" in training:
+                torch.cuda.set_rng_state(training["rng.cuda"], self.device)
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise FacesynthError(f"{tfile}: bad random-number state ({type(e).__name__})") from None
         if self.dp.is_main:
             print(f"resumed from {snap} at {self.images_seen / 1000:.1f} kimg", file=sys.stderr)
 
@@ -343,6 +355,7 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         dp.average_gradients(G)
+        self.guard.check("loss/G", loss_G, G)
         self.opt_G.step()
         stats["loss/G"] = loss_G.detach()
         stats["scores/fake"] = fake_logits.detach().mean()
@@ -359,6 +372,7 @@ class Trainer:
             self.opt_G.zero_grad(set_to_none=True)
             loss_pl.backward()
             dp.average_gradients(G)
+            self.guard.check("loss/pl", loss_pl, G)
             self.opt_G.step()
             stats["loss/pl"] = pen.detach().mean()
 
@@ -380,6 +394,7 @@ class Trainer:
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         dp.average_gradients(D)
+        self.guard.check("loss/D", loss_D, D)
         self.opt_D.step()
         stats["loss/D"] = loss_D.detach()
         stats["scores/real"] = real_logits.detach().mean()
@@ -392,6 +407,7 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
             dp.average_gradients(D)
+            self.guard.check("loss/r1", loss_r1, D)
             self.opt_D.step()
             stats["loss/r1"] = pen.detach().mean()
 
@@ -421,11 +437,14 @@ class Trainer:
         opts, cfg = self.opts, self.cfg
         total = int(opts.kimg * 1000)
         main = self.main
+        if main:
+            self._rewind_logs()
         if self.images_seen == 0 and main:
             write_json_atomic(self.out / "training_options.json",
                               {"options": dataclasses.asdict(opts), "config": cfg.to_dict(),
                                "dataset": {"path": str(opts.data), "images": len(self.dataset),
-                                           "skipped": len(self.dataset.bad)},
+                                           "skipped": len(self.dataset.bad),
+                                           "skipped_problems": dict(self.dataset.bad_problems)},
                                "schedule": self.schedule.describe(),
                                "device": str(self.device), "processes": self.dp.world_size,
                                "performance": self.perf.to_dict(),
@@ -451,12 +470,27 @@ class Trainer:
         pbar = tqdm(total=total, initial=min(self.images_seen, total), unit="img", unit_scale=True,
                     desc="train", disable=self.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
         deadline = time.time() + opts.max_seconds if opts.max_seconds else float("inf")
+        data_wait = 0.0
+
+        def restart():
+            """After a rollback: the data stream, counters and progress restart at the snapshot."""
+            nonlocal batches, acc, data_wait, tick_start_time, tick_start_images, next_tick, next_snap
+            batches = self._batches()
+            acc, data_wait = {}, 0.0
+            pbar.n = min(self.images_seen, total)
+            tick_start_time, tick_start_images = time.time(), self.images_seen
+            next_tick = (self.images_seen // tick_images + 1) * tick_images
+            next_snap = (self.images_seen // snap_images + 1) * snap_images
+
         try:
             while self.images_seen < total:
                 before = self.images_seen
                 if self._advance_growth():
                     batches = self._batches()
-                stats = self.train_step(next(batches))
+                waited = time.perf_counter()
+                real = next(batches)
+                data_wait += time.perf_counter() - waited
+                stats = self.train_step(real)
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
                 pbar.update(min(self.images_seen, total) - min(before, total))
@@ -467,24 +501,25 @@ class Trainer:
                     now = time.time()
                     dt = now - tick_start_time
                     self.elapsed += dt
-                    means = self.dp.mean(torch.stack([torch.stack(v).float().mean() for v in acc.values()]))
-                    line = dict(zip(acc, means.tolist()))
-                    bad = [k for k, v in line.items() if v != v or abs(v) == float("inf")]
-                    if bad:
-                        raise FacesynthError(f"training diverged: {', '.join(bad)} became NaN/Inf at "
-                                             f"{self.images_seen / 1000:.1f} kimg; resume from the last snapshot "
-                                             "with a lower learning rate")
+                    line = self._tick_means(acc)
+                    steps_in_tick = max(len(v) for v in acc.values())
+                    skipped = self.guard.take()
+                    if skipped and self._handle_nonfinite(skipped, steps_in_tick, batches):
+                        restart()
+                        continue
+                    line["skipped_steps"] = max(skipped.values(), default=0)
                     line.update({
                         "kimg": self.images_seen / 1000, "step": self.step,
                         "resolution": self.growth.resolution, "alpha": self.growth.alpha,
                         "img_per_s": (self.images_seen - tick_start_images) / max(dt, 1e-9),
                         "sec_per_kimg": dt / max(self.images_seen - tick_start_images, 1) * 1000,
                         "elapsed_s": self.elapsed, "mem_mb": _max_memory_mb(self.device),
+                        # Share of the tick spent waiting for data: near 0 when loading keeps up with the step.
+                        "data_wait": data_wait / max(dt, 1e-9),
                         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     })
                     if main:
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps(line) + "\n")
+                        append_json_line(log_path, line)
                     if writer is not None:
                         for k, v in line.items():
                             if isinstance(v, float) and k not in ("kimg", "time"):
@@ -493,9 +528,14 @@ class Trainer:
                     pbar.set_postfix({"kimg": f"{line['kimg']:.1f}", "G": f"{line['loss/G']:.2f}",
                                       "D": f"{line['loss/D']:.2f}", "img/s": f"{line['img_per_s']:.1f}"})
                     last = line
-                    acc = {}
+                    acc, data_wait = {}, 0.0
                     tick_start_time, tick_start_images = time.time(), self.images_seen
                     next_tick = (self.images_seen // tick_images + 1) * tick_images
+                if (self.images_seen >= next_snap or done) and nonfinite_parameters({"G": self.G, "D": self.D}):
+                    # Never a snapshot of bad weights: they went bad since the last tick.
+                    self._handle_nonfinite(self.guard.take() or {"weights": 1}, 1, batches)
+                    restart()
+                    continue
                 if (self.images_seen >= next_snap or done) and main:
                     snap = self.save()
                     point = snap / ckpt.MODEL_FILE
@@ -516,6 +556,54 @@ class Trainer:
                 writer.close()
         self.dp.barrier()  # the last snapshot is complete before any rank reports the run finished
         return last
+
+    def _tick_means(self, acc: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """Each statistic's mean over the tick and the ranks; steps skipped as non-finite do not count."""
+        return dict(zip(acc, self.dp.mean(finite_means(acc)).tolist()))
+
+    def _handle_nonfinite(self, skipped: dict[str, int], steps: int, batches) -> bool:
+        """Report skipped steps; roll back to the last snapshot when a whole tick failed or weights went bad.
+
+        Returns True after a rollback.  Raises with a diagnosis when rolling back keeps failing.
+        """
+        kimg = self.images_seen / 1000
+        worst = max(skipped.values())
+        if self.main:
+            tqdm.write(f"skipped {worst} of {steps} steps before {kimg:.3f} kimg: non-finite "
+                       + ", ".join(f"{k} ({v}x)" for k, v in skipped.items()), file=sys.stderr)
+        nets = {"G": self.G, "D": self.D}
+        if worst < steps and not nonfinite_parameters(nets):
+            return False
+        latest = ckpt.find_resume(self.out, "auto")
+        if latest is None or self.rollbacks >= MAX_ROLLBACKS:
+            why = diagnosis(skipped, nets, lambda: self._probe(next(batches)))
+            tried = f" after {self.rollbacks} rollbacks to the last snapshot" if self.rollbacks else ""
+            raise FacesynthError(f"training diverged at {kimg:.3f} kimg{tried}: {why}. Lower the learning rate "
+                                 "(--lr) or raise R1 (--gamma), and resume from an earlier snapshot")
+        self.rollbacks += 1
+        self.dp.barrier()
+        self._load(latest)
+        for net in (self.G, self.G_ema, self.D):
+            net.set_growth(self.growth.resolution, self.growth.alpha)
+        if self.main:
+            tqdm.write(f"rolled back to {latest.parent.name} ({self.rollbacks} of at most {MAX_ROLLBACKS})",
+                       file=sys.stderr)
+        return True
+
+    @torch.no_grad()
+    def _probe(self, real_u8: torch.Tensor) -> None:
+        """One forward pass of G and D, for the diagnosis's hooks."""
+        z = self.dp.randn(real_u8.shape[0], self.cfg.z_dim, device=self.device)
+        self.D(self.G.synthesis(self.G.mapping(z)))
+        self.D(real_u8.to(self.device).float() / 127.5 - 1)
+
+    def _rewind_logs(self) -> None:
+        """After a crash: drop temporaries and the log lines of steps past the snapshot this run starts from."""
+        for p in ckpt.clean_stale_temporaries(self.out):
+            tqdm.write(f"removed {p.name}, left by an interrupted write", file=sys.stderr)
+        seen = self.images_seen
+        for log in ("stats.jsonl", ckpt.METRICS_LOG):
+            ckpt.rewind_log(self.out / log, lambda r: round(float(r.get("kimg", 0)) * 1000) <= seen)
 
     def _tensorboard(self):
         if not self.opts.tensorboard:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,6 +43,21 @@ def upscale(frame: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((w * factor, h * factor), Image.LANCZOS))
 
 
+def _disk_full(path: Path, margin: int = 2**20) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < margin
+    except OSError:
+        return False
+
+
+def _ffmpeg_failure(e: Exception, tmp: Path) -> OSError:
+    """ffmpeg died while writing (most often the disk filled up under it): one line, not its whole log."""
+    if _disk_full(tmp):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    text = str(e).strip()
+    return OSError(getattr(e, "errno", None), text.splitlines()[0] if text else type(e).__name__)
+
+
 def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0, quality: int = 8) -> int:
     """Write uint8 [H, W, 3] frames; returns how many.  The file appears only when complete."""
     path = check_video_path(path)
@@ -58,17 +76,23 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.
         writer = None
         try:
             for frame in frames:
-                if writer is None:
-                    h, w = frame.shape[:2]
-                    # H.264 in yuv420p needs even sizes; mp4 is named explicitly since tmp has no suffix.
-                    writer = ffmpeg.write_frames(str(tmp), (w, h), fps=fps, quality=quality, macro_block_size=2,
-                                                 output_params=["-f", "mp4"])
-                    writer.send(None)
-                writer.send(np.ascontiguousarray(frame))
+                try:
+                    if writer is None:
+                        h, w = frame.shape[:2]
+                        # H.264 in yuv420p needs even sizes; mp4 is named explicitly since tmp has no suffix.
+                        writer = ffmpeg.write_frames(str(tmp), (w, h), fps=fps, quality=quality,
+                                                     macro_block_size=2, output_params=["-f", "mp4"])
+                        writer.send(None)
+                    writer.send(np.ascontiguousarray(frame))
+                except (OSError, RuntimeError) as e:
+                    raise _ffmpeg_failure(e, tmp) from None
                 count += 1
         finally:
             if writer is not None:
-                writer.close()
+                try:
+                    writer.close()
+                except (OSError, RuntimeError) as e:
+                    raise _ffmpeg_failure(e, tmp) from None
         if count == 0:
             raise FacesynthError(f"{path}: no frames to write")
     return count

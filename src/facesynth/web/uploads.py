@@ -30,12 +30,15 @@ def check_size(data: bytes, limit_bytes: int, what: str) -> bytes:
 
 
 def decode_photo(data: bytes, what: str) -> np.ndarray:
-    """uint8 [H, W, 3], reduced to at most MAX_SIDE on its longer side; 415 when it is no image."""
+    """uint8 [H, W, 3], reduced to at most MAX_SIDE on its longer side; 415 when it is no image (or a broken
+    one), 422 when it declares more pixels than we decode (a decompression bomb)."""
     from ..data.images import BadImage, decode_image
 
     try:
         img = decode_image(data, what)
     except BadImage as e:
+        if e.problem == "too_large":  # an image, but one we refuse to decode: no format would help
+            raise UploadError(422, str(e)) from None
         raise UploadError(415, f"{e} (send a JPEG, PNG or WebP photo)") from None
     h, w = img.shape[:2]
     if min(h, w) < 32:
