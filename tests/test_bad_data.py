@@ -32,6 +32,18 @@ def test_each_kind_is_converted_or_skipped_for_its_problem(kind):
         assert e.value.problem == problem
 
 
+# Found by benchmarks/fuzz.py: a TIFF whose strip offsets are stored as text made PIL raise TypeError.
+TIFF_WITH_TEXT_OFFSETS = (b'II\x00*\x08\x00\x00\x00\x00\x01\x00\x01\x04\x00\x01\x00\x00\x00\x00\x00\x00'
+                          b'\x01\x01\x01\x03\x00\x01\x00\x00\x00\x01'
+                          + b"\x00" * 39 + b'\x11\x01\x02\x00\x01\x00\x00\x00\x00\x00\x00\x00')
+
+
+def test_decoder_failures_of_any_kind_are_a_corrupt_file():
+    with pytest.raises(BadImage, match="odd.tif: corrupt") as err:
+        decode_image(TIFF_WITH_TEXT_OFFSETS, "odd.tif")
+    assert err.value.problem == "corrupt"
+
+
 def test_sixteen_bit_rgb_and_grey_are_scaled_not_clipped():
     img = picture(np.random.default_rng(2), 24, 16)
     assert np.array_equal(decode_image(png16_rgb(img.astype(np.uint16) * 257)), img)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -162,6 +163,12 @@ def load_image_array(path: Path) -> np.ndarray:
 
 # --------------------------------------------------------------------------- decoding
 
+# What PIL's decoders raise on malformed input: besides OSError and friends, plugins fail with whatever a
+# corrupt field leads to (a TIFF offset stored as text raised TypeError under fuzzing).
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError, ZeroDivisionError,
+                  AttributeError, struct.error)
+
+
 def decode_image(payload: bytes | np.ndarray, name: str = "<image>") -> np.ndarray:
     """Any supported image -> uint8 [H, W, 3] RGB.  Raises BadImage with the reason."""
     if isinstance(payload, np.ndarray):
@@ -181,7 +188,7 @@ def decode_image(payload: bytes | np.ndarray, name: str = "<image>") -> np.ndarr
     except Image.UnidentifiedImageError:
         raise BadImage(f"{name}: not an image (no JPEG, PNG, WebP, BMP, TIFF, GIF or PPM header)",
                        "not_an_image") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except DECODER_ERRORS as e:
         raise _damaged(e, name) from None
     except MemoryError:
         raise BadImage(f"{name}: too large to decode in memory", "too_large") from None
@@ -202,7 +209,7 @@ def check_header(payload: bytes | np.ndarray, name: str = "<image>") -> None:
     except Image.UnidentifiedImageError:
         raise BadImage(f"{name}: not an image (no JPEG, PNG, WebP, BMP, TIFF, GIF or PPM header)",
                        "not_an_image") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except DECODER_ERRORS as e:
         raise _damaged(e, name) from None
     check_pixels(size, name)
     check_geometry(*size, name)
