@@ -7,6 +7,7 @@ the dataset tool and training alike.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -175,12 +176,18 @@ def decode_image(payload: bytes | np.ndarray, name: str = "<image>") -> np.ndarr
         return _array_to_rgb8(payload, name)
     if len(payload) == 0:
         raise BadImage(f"{name}: empty file (0 bytes)", "empty")
-    try:
-        im = Image.open(io.BytesIO(payload), formats=PIL_FORMATS)
-        with im:
+    with _decoder_errors(name):
+        with Image.open(io.BytesIO(payload), formats=PIL_FORMATS) as im:
             check_pixels(im.size, name)
             im.load()
             return _pil_to_rgb8(im, name)
+
+
+@contextlib.contextmanager
+def _decoder_errors(name: str):
+    """What PIL raises while opening or decoding ``name``, as BadImage with the problem."""
+    try:
+        yield
     except BadImage:
         raise
     except Image.DecompressionBombError as e:
@@ -201,16 +208,8 @@ def check_header(payload: bytes | np.ndarray, name: str = "<image>") -> None:
         return
     if len(payload) == 0:
         raise BadImage(f"{name}: empty file (0 bytes)", "empty")
-    try:
-        with Image.open(io.BytesIO(payload), formats=PIL_FORMATS) as im:
-            size = im.size
-    except Image.DecompressionBombError as e:
-        raise _bomb(e, name) from None
-    except Image.UnidentifiedImageError:
-        raise BadImage(f"{name}: not an image (no JPEG, PNG, WebP, BMP, TIFF, GIF or PPM header)",
-                       "not_an_image") from None
-    except DECODER_ERRORS as e:
-        raise _damaged(e, name) from None
+    with _decoder_errors(name), Image.open(io.BytesIO(payload), formats=PIL_FORMATS) as im:
+        size = im.size
     check_pixels(size, name)
     check_geometry(*size, name)
 

@@ -82,21 +82,19 @@ class DataParallel:
     def shard(self, t: torch.Tensor) -> torch.Tensor:
         return t[self.rank::self.world_size] if self.active else t
 
-    def randn(self, *shape, device=None, dtype=None, generator=None) -> torch.Tensor:
-        """Normal samples for this rank's ``shape`` (dim 0 is the local batch), drawn as one process would."""
+    def _draw(self, sample, shape, **kw) -> torch.Tensor:
         shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         if not self.active:
-            return torch.randn(shape, device=device, dtype=dtype, generator=generator)
-        full = torch.randn((shape[0] * self.world_size, *shape[1:]), device=device, dtype=dtype, generator=generator)
-        return self.shard(full)
+            return sample(shape, **kw)
+        return self.shard(sample((shape[0] * self.world_size, *shape[1:]), **kw))
+
+    def randn(self, *shape, device=None, dtype=None, generator=None) -> torch.Tensor:
+        """Normal samples for this rank's ``shape`` (dim 0 is the local batch), drawn as one process would."""
+        return self._draw(torch.randn, shape, device=device, dtype=dtype, generator=generator)
 
     def rand(self, *shape, device=None, dtype=None, generator=None) -> torch.Tensor:
         """Uniform samples, sharded like ``randn``."""
-        shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        if not self.active:
-            return torch.rand(shape, device=device, dtype=dtype, generator=generator)
-        full = torch.rand((shape[0] * self.world_size, *shape[1:]), device=device, dtype=dtype, generator=generator)
-        return self.shard(full)
+        return self._draw(torch.rand, shape, device=device, dtype=dtype, generator=generator)
 
     # ------------------------------------------------------------------ collectives
     def mean(self, t: torch.Tensor) -> torch.Tensor:
