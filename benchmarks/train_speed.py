@@ -44,9 +44,11 @@ def make_data(res: int, tmp: Path) -> tuple[Path, str]:
     return dest, "random pixels (../shared absent)"
 
 
-def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, data: Path | None = None) -> dict:
+def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, data: Path | None = None,
+                count=None) -> dict:
     """img/s of ``spec`` (a preset name or config .json, optionally @RES); ``data``: the images to train on
-    (default: 512 UTKFace faces, or random pixels without ../shared)."""
+    (default: 512 UTKFace faces, or random pixels without ../shared).  ``count(run_one_step)``, if given, is
+    called after timing and its value returned as "counted" (e.g. the FLOPs of one more step)."""
     name, _, stage = spec.partition("@")
     cfg = get_preset(name)
     res = int(stage) if stage else cfg.resolution
@@ -76,12 +78,14 @@ def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, d
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
+        counted = count(lambda: trainer.train_step(next(batches))) if count else None
     finally:
         layers.MODCONV_FORM = original
     counts = parameter_counts(cfg)
     return {"preset": name, "resolution": res, "batch": batch, "G_params": counts["G"],
             "D_params": counts["D"], "steps": steps, "seconds": dt, "img_per_s": steps * batch / dt,
-            "data": data_desc, "modconv": {None: "default", True: "grouped", False: "shared"}[grouped]}
+            "data": data_desc, "modconv": {None: "default", True: "grouped", False: "shared"}[grouped],
+            "counted": counted}
 
 
 def main() -> int:

@@ -106,3 +106,36 @@ def test_timing_the_modconv_forms_leaves_the_random_numbers_alone():
         layers.MODCONV_FORM = original
     assert torch.equal(torch.get_rng_state(), before)
     assert all(p.grad is None for p in G.parameters())
+
+
+def test_talking_heads_run_in_bf16_channels_last_and_compiled(tmp_path, monkeypatch):
+    from test_animate import TINY, synthetic_clips
+
+    from facesynth.animate.train import MetaTrainOptions, meta_train
+
+    clips = synthetic_clips(tmp_path / "clips")
+
+    def run(name, **speed):
+        out = tmp_path / name
+        meta_train(MetaTrainOptions(data=str(clips), out=str(out), steps=2, overrides=TINY, quiet=True, tick_steps=1,
+                                    **speed))
+        stats = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+        options = json.loads((out / "training_options.json").read_text())["performance"]
+        return stats, options, ckpt.read_safetensors(ckpt.resolve_checkpoint(out))
+
+    ref, options, _ = run("fp32")
+    assert options == {"precision": "fp32", "channels_last": False, "compile": False}
+    monkeypatch.setenv("FACESYNTH_COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    fast, options, _ = run("compiled", channels_last="on", compile=True)
+    assert options == {"precision": "fp32", "channels_last": True, "compile": True}
+    bf16, options, weights = run("bf16", precision="bf16")
+    assert options["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in weights.values())
+    for a, b, c in zip(ref, fast, bf16):
+        for k in ("loss/G", "loss/D", "loss/pixel"):
+            assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
+            assert abs(a[k] - c[k]) <= 0.05 * max(1.0, abs(a[k])), (k, a[k], c[k])  # bf16: 8 bits of mantissa
+    assert ref[0]["loss/G"] != bf16[0]["loss/G"]  # the bf16 run really computed in bf16
+    with pytest.raises(FacesynthError, match="precision must be one of"):
+        run("bad", precision="fp16")

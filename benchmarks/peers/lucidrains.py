@@ -24,7 +24,14 @@ import torch
 
 rt.import_stylegan2()
 from stylegan2_pytorch import cli  # noqa: E402  (after the import shim)
-from stylegan2_pytorch.stylegan2_pytorch import NanException, Trainer, image_noise, noise_list  # noqa: E402
+from stylegan2_pytorch.stylegan2_pytorch import (  # noqa: E402
+    NanException,
+    Trainer,
+    image_noise,
+    latent_to_w,
+    noise_list,
+    styles_def_to_tensor,
+)
 
 
 def cli_model_args(data: str, res: int, out: Path) -> dict:
@@ -65,17 +72,34 @@ def train_step(model: Trainer) -> None:
                 raise
 
 
+def generator_gflop(model: Trainer) -> float:
+    """One image through its mapping network and generator."""
+    gan = model.GAN
+    G = gan.G
+
+    def forward():
+        styles = styles_def_to_tensor(latent_to_w(gan.S, noise_list(1, G.num_layers, G.latent_dim, device=0)))
+        G(styles, image_noise(1, G.image_size, device=0))
+
+    return rt.gflop(forward)
+
+
 def cmd_speed(args) -> dict:
     model = make_trainer(args)
     model.clear()
     model.set_data_src(args.data)
+    model.init_GAN()
+    gflop = generator_gflop(model)
+    if not args.steps:  # count only
+        return {"G_gflop_per_image": gflop}
     # Start at step 1: step 0 only adds a checkpoint and sample grids (never timed, but slow to wait for).
     # Any 4 consecutive steps then hold one gradient-penalty step, as in training.
     model.steps = 1
     dt = rt.timed(lambda: train_step(model), args.warmup, args.steps)
     s = settings(model)
     return {"trainer": "lucidrains/stylegan2-pytorch 1.9.0", "resolution": args.res, **s,
-            "params": param_counts(model), "steps": args.steps, "warmup_steps": args.warmup, "seconds": dt,
+            "params": param_counts(model), "G_gflop_per_image": gflop, "steps": args.steps,
+            "warmup_steps": args.warmup, "seconds": dt,
             "img_per_s": args.steps * s["images_per_step"] / dt, "threads": torch.get_num_threads()}
 
 
@@ -136,7 +160,8 @@ def main() -> int:
         s.add_argument("--out", required=True, help="its results/ and models/ go here")
         if name == "speed":
             s.add_argument("--warmup", type=int, default=2)
-            s.add_argument("--steps", type=int, default=8, help="a multiple of 4 (its gradient penalty interval)")
+            s.add_argument("--steps", type=int, default=8,
+                           help="a multiple of 4 (its gradient penalty interval); 0: only count G's FLOPs")
         if name == "train":
             s.add_argument("--minutes", type=float, required=True)
         if name == "generate":

@@ -42,6 +42,32 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def gflop(run) -> float:
+    """GFLOP of one call of ``run`` (multiply-adds count 2) by PyTorch's FLOP formulas: convolutions, matrix
+    products and attention, the operations that dominate every trainer here.  For a training step the
+    backward passes (double backward of gradient penalties included) are counted too.
+
+    A dispatch mode of its own rather than FlopCounterMode, whose per-module tracking hooks break
+    ``autograd.grad`` (gradient penalties) and views made under no_grad."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Count() as counter:
+        run()
+    return counter.total / 1e9
+
+
 def timed(step, warmup: int, steps: int) -> float:
     """Seconds for ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
     for _ in range(warmup):

@@ -55,34 +55,48 @@ def run_json(cmd: list[str]) -> dict:
     return {**json.loads(line[len("RESULT "):]), "load_1min_before": load, "load_1min_after": os.getloadavg()[0]}
 
 
-def ours_cmd(case: dict, data: Path) -> list[str]:
+def ours_cmd(case: dict, data: Path, steps: int | None = None) -> list[str]:
     return [str(OURS_PY), str(Path(__file__)), "ours", "--spec", case["ours"], "--data", str(data),
-            "--steps", str(case["ours_steps"])]
+            "--steps", str(case["ours_steps"] if steps is None else steps)]
 
 
-def peer_cmd(case: dict, data: Path, tmp: Path) -> list[str]:
+def peer_cmd(case: dict, data: Path, tmp: Path, steps: int | None = None) -> list[str]:
+    steps = str(case["peer_steps"] if steps is None else steps)
     if case["peer"] == "lucidrains":
         return [str(LUCIDRAINS_PY), str(HERE / "lucidrains.py"), "speed", "--data", str(data), "--res",
-                str(case["res"]), "--out", str(tmp / f"lucidrains{case['res']}"), "--steps", str(case["peer_steps"])]
+                str(case["res"]), "--out", str(tmp / f"lucidrains{case['res']}"), "--steps", steps]
     return [str(PROGAN_PY), str(HERE / "progan.py"), "speed", "--data", str(data), "--res", str(case["res"]),
-            "--steps", str(case["peer_steps"])]
+            "--steps", steps]
 
 
 def time_ours(args) -> int:
-    """In facesynth's venv: train_speed.time_preset on the shared image folder."""
+    """In facesynth's venv: train_speed.time_preset on the shared image folder (--steps 0: FLOPs only)."""
     import torch
+    from peer_runtime import gflop
     from train_speed import time_preset
 
+    from facesynth.nets import build_generator
     from facesynth.presets import get_preset, parameter_counts
 
+    name, _, stage = args.spec.partition("@")
+    cfg = get_preset(name)
+    G = build_generator(cfg)  # a grown preset's G at its full resolution: the stage timed in every case here
+    full = not stage or int(stage) == cfg.resolution
+    g_gflop = gflop(lambda: G(torch.randn(1, cfg.z_dim))) if full else None
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        r = time_preset(args.spec, args.steps, Path(tmp), data=Path(args.data))
-    counts = parameter_counts(get_preset(args.spec.partition("@")[0]))
+        # Counting: one step after the timed ones (for StyleGAN2, a step without lazy R1).
+        r = time_preset(args.spec, args.steps, Path(tmp), data=Path(args.data),
+                        count=None if args.steps else gflop)
+    if not args.steps:
+        print("RESULT " + json.dumps({"G_gflop_per_image": g_gflop,
+                                      "train_gflop_per_update_image": r["counted"] / r["batch"]}), flush=True)
+        return 0
+    counts = parameter_counts(cfg)
     name = Path(r["preset"]).stem if r["preset"].endswith(".json") else r["preset"]
     result = {"trainer": f"facesynth {name}", "resolution": r["resolution"], "batch": r["batch"],
               "images_per_step": r["batch"], "params": {"G": counts["G"], "G.mapping": counts["G.mapping"],
-                                                        "D": counts["D"]},
+                                                        "D": counts["D"]}, "G_gflop_per_image": g_gflop,
               "steps": r["steps"], "warmup_steps": 2, "seconds": r["seconds"], "img_per_s": r["img_per_s"],
               "threads": torch.get_num_threads()}
     print("RESULT " + json.dumps(result), flush=True)
@@ -95,7 +109,8 @@ def summarize(name: str, case: dict, runs: dict) -> list[dict]:
         first = runs[who][0]
         rows.append({"case": name, "resolution": case["res"], "who": who, "trainer": first["trainer"],
                      "G_params": first["params"]["G"], "G_mapping": first["params"]["G.mapping"],
-                     "D_params": first["params"]["D"], "batch": first["batch"],
+                     "D_params": first["params"]["D"], "G_gflop_per_image": first.get("G_gflop_per_image"),
+                     "batch": first["batch"],
                      "gradient_accumulate_every": first.get("gradient_accumulate_every", 1),
                      "batch_repeats": first.get("batch_repeats", 1), "images_per_step": first["images_per_step"],
                      "img_per_s_runs": [r["img_per_s"] for r in runs[who]],
@@ -116,6 +131,8 @@ def main() -> int:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--rounds", type=int, default=2, help="ours/peer pairs per case (the median is reported)")
     ap.add_argument("--out", default=str(HERE.parent / "results"))
+    ap.add_argument("--flops-only", action="store_true",
+                    help="only count each generator's FLOPs per image, into the results already there")
     args = ap.parse_args()
     if args.cmd == "ours":
         return time_ours(args)
@@ -126,6 +143,11 @@ def main() -> int:
         for name in args.cases.split(","):
             case = CASES[name]
             data = image_folder(case["res"])
+            if args.flops_only:
+                add_flops(Path(args.out) / "peers_speed.json", name, {
+                    "ours": run_json(ours_cmd(case, data, steps=0)),
+                    "peer": run_json(peer_cmd(case, data, Path(tmp), steps=0))})
+                continue
             started = time.strftime("%Y-%m-%dT%H:%M:%S")
             runs, log = {"ours": [], "peer": []}, []
             for rnd in range(args.rounds):
@@ -142,6 +164,31 @@ def main() -> int:
     return 0
 
 
+def add_flops(path: Path, name: str, counted: dict) -> None:
+    """Put the counted FLOPs (G per image; per image of one D+G update where counted) into a case's rows."""
+    data = json.loads(path.read_text())
+    for r in data["results"]:
+        if r["case"] == name:
+            r.update({k: v for k, v in counted[r["who"]].items() if k.endswith("gflop_per_image")
+                      or k.endswith("gflop_per_update_image")})
+    data["env"]["matmul_gflops"] = matmul_gflops()
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's float32 matrix-product rate at PyTorch's default threads: the practical peak that
+    convolution-bound training steps approach."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def save_case(path: Path, name: str, rows: list[dict], log: list[dict], rounds: int) -> None:
     """Write one finished case into the results file, keeping the other cases' results there."""
     old = json.loads(path.read_text()) if path.is_file() else {"results": [], "runs": []}
@@ -149,7 +196,7 @@ def save_case(path: Path, name: str, rows: list[dict], log: list[dict], rounds: 
     results = sorted([r for r in old["results"] if r["case"] != name] + rows,
                      key=lambda r: (order.index(r["case"]) if r["case"] in order else len(order), r["who"]))
     runs = [r for r in old["runs"] if r["case"] != name] + log
-    env = environment(cpu_model=cpu_model())
+    env = {**environment(cpu_model=cpu_model()), "matmul_gflops": matmul_gflops()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"env": env, "rounds": rounds, "results": results, "runs": runs}, indent=2) + "\n")
 

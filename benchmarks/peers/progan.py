@@ -57,6 +57,7 @@ def cmd_speed(args) -> dict:
                      Discriminator(depth=depth, latent_size=512, use_eql=True), device=device, use_ema=True,
                      ema_beta=EMA_BETA)
     batch = BATCH_SIZES[depth - 2]
+    gflop = rt.gflop(lambda: gan.gen(torch.randn(1, gan.latent_size), depth, 1.0))
     dataset = ImageDirectoryDataset(Path(args.data), transform=get_transform(new_size=(args.res, args.res),
                                                                              flip_horizontal=True), rec_dir=True)
     batches = cycle(get_data_loader(dataset, batch, WORKERS))
@@ -74,13 +75,17 @@ def cmd_speed(args) -> dict:
             update_average(gan.gen_shadow, gan.gen, beta=EMA_BETA)
             gan.optimize_generator(loss, gen_optim, gan_input, images, depth, alpha)
 
+    if not args.steps:  # count only: G's forward, and one D+G update per image
+        return {"G_gflop_per_image": gflop, "train_gflop_per_update_image": rt.gflop(lambda: step(1)) / batch}
+
     # Warm-up (allocator, oneDNN kernel choice): single D+G updates, as many as facesynth's warm-up steps.
     for _ in range(args.warmup):
         step(repeats=1)
     dt = rt.timed(step, 0, args.steps)
     return {"trainer": "akanimax/pro-gan-pth 3.4", "resolution": args.res, "batch": batch,
             "batch_repeats": BATCH_REPEATS, "images_per_step": batch, "dataloader_workers": WORKERS,
-            "params": {"G": rt.count(gan.gen), "G.mapping": 0, "D": rt.count(gan.dis)}, "steps": args.steps,
+            "params": {"G": rt.count(gan.gen), "G.mapping": 0, "D": rt.count(gan.dis)}, "G_gflop_per_image": gflop,
+            "steps": args.steps,
             "warmup_updates": args.warmup, "seconds": dt, "img_per_s": args.steps * batch / dt,
             "d_img_per_s": args.steps * batch * BATCH_REPEATS / dt, "threads": torch.get_num_threads()}
 
@@ -92,7 +97,7 @@ def main() -> int:
     s.add_argument("--data", required=True, help="folder of images")
     s.add_argument("--res", type=int, default=32)
     s.add_argument("--warmup", type=int, default=2, help="untimed single D+G updates first")
-    s.add_argument("--steps", type=int, default=2)
+    s.add_argument("--steps", type=int, default=2, help="0: only count G's FLOPs")
     args = ap.parse_args()
     rt.set_threads()
     rt.emit(cmd_speed(args))

@@ -48,13 +48,16 @@ def speed_section(data: dict) -> list[str]:
              "img/s is the median of a trainer's runs, counting real images consumed by its training step. "
              "G params count every generator parameter, mapping network included (facesynth's StyleGAN2 and "
              "lucidrains' both have an 8 × 512 one; ProGAN has none).", "",
-             "| case | resolution | trainer | G params | batch | img/s | ratio ours ÷ peer |",
-             "|---|---|---|---|---|---|---|"]
+             "G GFLOP/img is one image through the generator (mapping included), by PyTorch's FLOP counter.", "",
+             "| case | resolution | trainer | G params | G GFLOP/img | batch | img/s | ratio ours ÷ peer |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:
         runs = ", ".join(f"{x:.2f}" for x in r["img_per_s_runs"])
         ratio = f"**{r['ratio']:.2f}×**" if r["who"] == "ours" else ""
+        gflop = f"{r['G_gflop_per_image']:.2f}" if r.get("G_gflop_per_image") is not None else "–"
         lines.append(f"| {r['case']} | {r['resolution']}² | {r['trainer']} | {_m(r['G_params'])} "
-                     f"(mapping {_m(r['G_mapping'])}) | {_batch(r)} | {r['img_per_s']:.2f} ({runs}) | {ratio} |")
+                     f"(mapping {_m(r['G_mapping'])}) | {gflop} | {_batch(r)} | {r['img_per_s']:.2f} ({runs}) | "
+                     f"{ratio} |")
     for r in data["results"]:
         if r["who"] == "peer" and r.get("batch_repeats", 1) > 1:
             ours = _median_d(data["runs"], r["case"], "ours")
@@ -62,12 +65,34 @@ def speed_section(data: dict) -> list[str]:
             lines += ["", f"{r['trainer']} trains {r['batch_repeats']} times on each batch: counting the images "
                       f"through its D updates it runs {peer:.2f} img/s, and the ratio ours ÷ peer on that count is "
                       f"{ours / peer:.2f}×."]
+            lines += utilisation(data, r["case"], {"ours": ours, "peer": peer})
     loads = [x["load_1min_before"] for x in data["runs"]]
+    # A timing run keeps every CPU busy, so the load just after one decays from about the CPU count.
+    shared = max(loads) > env["cpus"] + 0.5
     lines += ["", f"Load average (1 min) before the runs: {min(loads):.1f} to {max(loads):.1f} on "
-              f"{env['cpus']} CPUs (the machine was shared with other work), so every figure here is far below what "
-              "an idle machine gives; alternating the trainers spreads that load over both. Each run's figure and "
-              "load are in `results/peers_speed.json`."]
+              f"{env['cpus']} CPUs: " + ("the machine was shared with other work, so these figures are below what "
+                                         "an idle machine gives; alternating the trainers spreads that load over "
+                                         "both." if shared else
+                                         "the machine ran nothing else; the load left by the previous timing "
+                                         "run decays over the next one's warm-up.")
+              + " Each run's figure and load are in `results/peers_speed.json`."]
     return lines
+
+
+def utilisation(data: dict, case: str, update_rates: dict) -> list[str]:
+    """The arithmetic rate of each trainer's D+G updates against this machine's matrix-product rate."""
+    rows = {r["who"]: r for r in data["results"] if r["case"] == case}
+    peak = data["env"].get("matmul_gflops")
+    if not peak or any(rows[w].get("train_gflop_per_update_image") is None for w in rows):
+        return []
+    rate = {w: rows[w]["train_gflop_per_update_image"] * update_rates[w] for w in rows}
+    return ["", "Both are bound by arithmetic: one image through one D+G update (gradient penalty included) costs "
+            f"{rows['ours']['train_gflop_per_update_image']:.0f} GFLOP in facesynth and "
+            f"{rows['peer']['train_gflop_per_update_image']:.0f} in the peer (PyTorch's FLOP counter), so they "
+            f"compute at {rate['ours']:.0f} and {rate['peer']:.0f} GFLOP/s, {rate['ours'] / peak:.0%} and "
+            f"{rate['peer'] / peak:.0%} of the {peak:.0f} GFLOP/s this machine's float32 matrix product reaches "
+            "at the same thread count. Per update, a trainer 3× as fast as the peer would have to compute at "
+            f"{3 * rate['peer'] / peak:.0%} of that rate."]
 
 
 def equal_compute_section(data: dict) -> list[str]:

@@ -122,7 +122,8 @@ def cmd_animate_train(args) -> int:
     opts = MetaTrainOptions(data=args.data, out=args.out, preset=args.preset, steps=args.steps, shots=args.shots,
                             seed=args.seed, resume=args.resume, exclude=_names(args.exclude), overrides=ov,
                             device=args.device, max_seconds=args.minutes * 60 if args.minutes else None,
-                            threads=args.threads, quiet=args.quiet, inception=args.inception, lpips=args.lpips)
+                            threads=args.threads, quiet=args.quiet, inception=args.inception, lpips=args.lpips,
+                            precision=args.precision, channels_last=args.channels_last, compile=args.compile)
     last = meta_train(opts)
     if last:
         print(json.dumps({k: v for k, v in last.items() if not k.startswith("scores/")}))
@@ -389,6 +390,7 @@ def _add_animate(sub) -> None:
     s.add_argument("--resume", default=None, help="'auto' (this run's latest snapshot) or a checkpoint path")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
+    _speed_args(s, "E, G and D (autocast)", "E, G and D")
     _animate_common(s, training=True)
     s.set_defaults(func=cmd_animate_train)
 
@@ -428,6 +430,14 @@ def _add_animate(sub) -> None:
     s.add_argument("--out", default=None, help="also write the report as JSON here")
     _animate_common(s)
     s.set_defaults(func=cmd_animate_eval)
+
+
+def _speed_args(s, reduced: str, compiled: str) -> None:
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help=f"arithmetic of {reduced} (auto: bf16 on GPUs that have it)")
+    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="NHWC memory layout (auto: on GPUs)")
+    s.add_argument("--compile", action="store_true", help=f"torch.compile {compiled}")
 
 
 def _animate_common(s, training: bool = False) -> None:
@@ -511,13 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not keep each snapshot's G_ema in history/ (kept by default for metrics over the run)")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None, help="data-loader workers (default: 0 when data fits in RAM)")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="arithmetic of the highest resolutions of G and D (auto: bf16 on GPUs that have it)")
+    _speed_args(s, "the highest resolutions of G and D", "the main G and D passes")
     s.add_argument("--reduced-res", type=int, default=4, help="how many of the highest resolutions run in "
                    "--precision (StyleGAN2-ADA: 4)")
-    s.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC memory layout (auto: on GPUs)")
-    s.add_argument("--compile", action="store_true", help="torch.compile the main G and D passes")
     s.add_argument("--modconv", choices=["auto", "shared", "grouped"], default="auto",
                    help="form of the modulated convolution (auto: the faster of the two, timed on a GPU)")
     s.add_argument("--quiet", action="store_true")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from ..training import checkpoint as ckpt
+from ..training import performance
 from ..training.distributed import DataParallel
 from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
@@ -58,6 +59,10 @@ class MetaTrainOptions:
     inception: str | None = None
     lpips: str | None = None
     tick_steps: int = 25
+    # Speed (training/performance.py): "auto" gives bf16 autocast and channels-last on GPUs, fp32 on CPUs.
+    precision: str = "auto"  # auto, fp32 or bf16
+    channels_last: str = "auto"  # auto, on, off
+    compile: bool = False  # torch.compile E, G and D (no double backward here, so every pass can run compiled)
 
 
 class MetaTrainer:
@@ -92,8 +97,13 @@ class MetaTrainer:
         self.sampler = EpisodeSampler(self.videos, self.cfg.shots, self.seed)
         nets = build_networks(self.cfg, len(self.videos))
         self.E, self.G, self.D = (nets[k].to(self.device) for k in ("E", "G", "D"))
+        self.perf = performance.resolve(self.device, opts.precision, opts.channels_last, opts.compile, "shared")
         for net in (self.E, self.G, self.D):
             self.dp.broadcast_module(net)
+            if self.perf.channels_last:
+                net.to(memory_format=torch.channels_last)
+        self.E_main, self.G_main, self.D_main = (performance.compiled(net, self.perf.compile)
+                                                 for net in (self.E, self.G, self.D))
         betas = tuple(self.cfg.betas)
         self.opt_EG = torch.optim.Adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr,
                                        betas=betas)
@@ -144,15 +154,17 @@ class MetaTrainer:
 
         # E and G: reproduce the target from its landmarks and the K other frames' embedding.
         self.D.requires_grad_(False)
-        e = self.E(ep["frames"], ep["drawings"])
-        fake = self.G(drawing, self.G.psi(e))
-        fake_score, fake_feats = self.D(fake, drawing, video)
-        with torch.no_grad():
-            _, real_feats = self.D(target, drawing, video)
-        losses = {"adv": -fake_score.mean(), "fm": feature_matching(fake_feats, real_feats),
-                  "pixel": F.l1_loss(fake, target), "match": match_loss(self.D.W[video].detach(), e)}
-        if self.content is not None:
-            losses["content"] = content_loss(self.content, fake, target)
+        with self.autocast():
+            e = self.E_main(ep["frames"], ep["drawings"])
+            fake = self.G_main(drawing, self.G.psi(e))
+            fake_score, fake_feats = self.D_main(fake, drawing, video)
+            with torch.no_grad():
+                _, real_feats = self.D_main(target, drawing, video)
+            losses = {"adv": -fake_score.float().mean(), "fm": feature_matching(fake_feats, real_feats),
+                      "pixel": F.l1_loss(fake.float(), target), "match": match_loss(self.D.W[video].detach(), e)}
+            if self.content is not None:
+                losses["content"] = content_loss(self.content, fake, target)
+        losses = {k: v.float() for k, v in losses.items()}
         weights = {"adv": cfg.adv_weight, "fm": cfg.fm_weight, "pixel": cfg.pixel_weight,
                    "match": cfg.match_weight, "content": cfg.content_weight}
         loss_G = sum(weights[k] * v for k, v in losses.items())
@@ -168,8 +180,10 @@ class MetaTrainer:
 
         # D: hinge loss, and W_i pulled toward the embedding of its video.
         self.D.requires_grad_(True)
-        real_score, _ = self.D(target, drawing, video)
-        fake_score, _ = self.D(fake.detach(), drawing, video)
+        with self.autocast():
+            real_score, _ = self.D_main(target, drawing, video)
+            fake_score, _ = self.D_main(fake.detach(), drawing, video)
+        real_score, fake_score = real_score.float(), fake_score.float()
         loss_D = hinge_d_loss(real_score, fake_score) + cfg.match_weight * match_loss(self.D.W[video], e.detach())
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
@@ -180,6 +194,9 @@ class MetaTrainer:
                       "scores/fake": fake_score.detach().mean()})
         self.step += 1
         return stats
+
+    def autocast(self):
+        return performance.autocast(self.device, self.perf)
 
     def _report_nonfinite(self, steps: int, episodes: dict) -> None:
         """Steps with NaN/Inf were skipped in place; a tick in which every step failed stops the run."""
@@ -223,7 +240,9 @@ class MetaTrainer:
                 "options": dataclasses.asdict(opts), "config": cfg.to_dict(),
                 "videos": [{"name": v.name, "frames": len(v.frames)} for v in self.videos],
                 "exclude": self.exclude, "content": getattr(self.content, "name", "none"),
-                "device": str(self.device), "processes": dp.world_size, "torch": torch.__version__})
+                "device": str(self.device), "processes": dp.world_size, "torch": torch.__version__,
+                "performance": {k: v for k, v in self.perf.to_dict().items()
+                                if k in ("precision", "channels_last", "compile")}})
             self.save_samples(self.out / "samples-init.png")
         log = self.out / "stats.jsonl"
         acc: dict[str, list[torch.Tensor]] = {}

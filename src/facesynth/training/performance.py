@@ -116,6 +116,12 @@ def choose_modconv(G: torch.nn.Module, batch: int, z_dim: int, device: torch.dev
     return choice
 
 
+def autocast(device: torch.device, perf: Performance):
+    """Mixed precision for a whole network (used where blocks are not marked per resolution): matrix products
+    and convolutions in ``perf.dtype``, reductions and norms as autocast keeps them; weights stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=perf.dtype is not None)
+
+
 def compiled(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """``torch.compile(module)`` sharing its parameters, or the module itself ($FACESYNTH_COMPILE_BACKEND picks
     another backend than inductor).
@@ -135,4 +141,4 @@ def compiled(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
         raise FacesynthError(f"--compile is not available here: {e}") from None
 
 
-__all__ = ["Performance", "resolve", "apply", "choose_modconv", "compiled", "reduced_precision_from"]
+__all__ = ["Performance", "resolve", "apply", "autocast", "choose_modconv", "compiled", "reduced_precision_from"]
