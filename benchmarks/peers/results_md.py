@@ -55,9 +55,9 @@ def speed_section(data: dict) -> list[str]:
         runs = ", ".join(f"{x:.2f}" for x in r["img_per_s_runs"])
         ratio = f"**{r['ratio']:.2f}×**" if r["who"] == "ours" else ""
         gflop = f"{r['G_gflop_per_image']:.2f}" if r.get("G_gflop_per_image") is not None else "–"
-        lines.append(f"| {r['case']} | {r['resolution']}² | {r['trainer']} | {_m(r['G_params'])} "
-                     f"(mapping {_m(r['G_mapping'])}) | {gflop} | {_batch(r)} | {r['img_per_s']:.2f} ({runs}) | "
-                     f"{ratio} |")
+        mapping = f"mapping {_m(r['G_mapping'])}" if r["G_mapping"] else "no mapping network"
+        lines.append(f"| {r['case']} | {r['resolution']}² | {r['trainer']} | {_m(r['G_params'])} ({mapping}) | "
+                     f"{gflop} | {_batch(r)} | {r['img_per_s']:.2f} ({runs}) | {ratio} |")
     for r in data["results"]:
         if r["who"] == "peer" and r.get("batch_repeats", 1) > 1:
             ours = _median_d(data["runs"], r["case"], "ours")
@@ -113,6 +113,9 @@ def equal_compute_section(data: dict) -> list[str]:
                      f"{r['wall_seconds'] / 60:.1f} min | "
                      f"{r['images_seen']:,} | {r['fid']:.1f} | {r['generator']} | "
                      f"![{r['trainer']}](results/{r['grid']}) |")
+    best, other = sorted(data["results"], key=lambda r: r["fid"])
+    lines += ["", f"Lower {metric}: {best['trainer']} ({best['fid']:.1f} against {other['fid']:.1f}), having seen "
+              f"{best['images_seen'] / other['images_seen']:.2f}× as many images as {other['trainer']}."]
     return lines
 
 
