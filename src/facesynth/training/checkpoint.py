@@ -49,18 +49,23 @@ def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
-def load_module_tensors(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
-    own = module.state_dict()
-    sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    missing = sorted(set(own) - set(sub))
-    unexpected = sorted(set(sub) - set(own))
+def check_same_tensors(source, prefix: str, expected: dict[str, tuple], given: dict[str, tuple]) -> None:
+    """The tensors of network ``prefix`` in a file (names -> shapes) must be exactly those its config builds."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
     if missing or unexpected:
         raise FacesynthError(f"{source}: weights for {prefix} do not match its config "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for k, v in sub.items():
-        if v.shape != own[k].shape:
-            raise FacesynthError(f"{source}: {prefix}.{k} has shape {list(v.shape)}, "
-                                 f"its config expects {list(own[k].shape)}")
+    for k, shape in given.items():
+        if tuple(shape) != tuple(expected[k]):
+            raise FacesynthError(f"{source}: {prefix}.{k} has shape {list(shape)}, "
+                                 f"its config expects {list(expected[k])}")
+
+
+def load_module_tensors(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
+    sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    check_same_tensors(source, prefix, {k: v.shape for k, v in module.state_dict().items()},
+                       {k: v.shape for k, v in sub.items()})
     module.load_state_dict(sub)
 
 
@@ -467,15 +472,7 @@ def check_tensor_shapes(path: Path, shapes: dict[str, tuple[str, tuple[int, ...]
         except Exception as e:  # a config validate() let through, yet no network can be built from it
             raise FacesynthError(f"{path}: its config does not build the {prefix} network "
                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-        missing = sorted(set(own) - set(sub))
-        unexpected = sorted(set(sub) - set(own))
-        if missing or unexpected:
-            raise FacesynthError(f"{path}: weights for {prefix} do not match its config "
-                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        for k, shape in sub.items():
-            if shape != own[k]:
-                raise FacesynthError(f"{path}: {prefix}.{k} has shape {list(shape)}, "
-                                     f"its config expects {list(own[k])}")
+        check_same_tensors(path, prefix, own, sub)
 
 
 def _growth_of(meta: dict, cfg: GANConfig, path: Path) -> dict:
