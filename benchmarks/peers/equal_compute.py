@@ -6,11 +6,12 @@ one thread, so any other load on the machine hits both alike.  facesynth trains 
 8x512 mapping network); the peer with its CLI's defaults.  Then each writes PNGs (the peer in its own venv, from
 its own checkpoint) and facesynth's FID compares both folders with the same real images.
 
-    .venv/bin/python benchmarks/peers/equal_compute.py train [--minutes 30]   # both trainings, in parallel
+    .venv/bin/python benchmarks/peers/equal_compute.py train [--minutes 30] [--preset stylegan2-32-cpu]
     .venv/bin/python benchmarks/peers/equal_compute.py evaluate [--num 5000]  # PNGs, FID, JSON, table, grids
 
-Results are kept per budget (results/equal_compute-30min.json, ...), so runs of different lengths stand side by
-side in RESULTS.md; runs/equal_compute holds the latest training only.
+facesynth trains configs/stylegan2-32-map8.json unless --preset names another preset or GANConfig JSON.
+Results are kept per budget and preset (results/equal_compute-30min.json, equal_compute-75min-stylegan2-32-cpu.json,
+...), so runs stand side by side in RESULTS.md; runs/equal_compute holds the latest training only.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def train(args) -> None:
         shutil.rmtree(RUNS)
     RUNS.mkdir(parents=True)
     ours = ["taskset", "-c", "0", str(FACESYNTH), "train", "--data", str(data), "--out", str(RUNS / "facesynth"),
-            "--preset", str(CONFIG), "--minutes", str(args.minutes), "--kimg", "100000"]
+            "--preset", args.preset, "--minutes", str(args.minutes), "--kimg", "100000"]
     peer = ["taskset", "-c", "1", str(PEER_PY), str(HERE / "lucidrains.py"), "train", "--data", str(data),
             "--res", str(RES), "--out", str(RUNS / "lucidrains"), "--minutes", str(args.minutes)]
     procs = {}
@@ -66,7 +67,8 @@ def train(args) -> None:
         if p.wait() != 0:
             raise SystemExit(f"{name} training failed: see {RUNS / (name + '.log')}")
         walls[name] = time.time() - t0
-    info = {"minutes": args.minutes, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+    info = {"minutes": args.minutes, "facesynth_preset": args.preset,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "process_seconds": walls, "commands": {"facesynth": ours, "lucidrains": peer},
             "load_average_after": os.getloadavg()}
     (RUNS / "train.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -78,10 +80,22 @@ def facesynth_stats(run: Path) -> dict:
     return json.loads((run / "stats.jsonl").read_text().strip().splitlines()[-1])
 
 
+def trained_preset(train_info: dict) -> str:
+    return train_info.get("facesynth_preset", str(CONFIG))
+
+
+def preset_label(preset: str) -> str:
+    """A config file by its file name, a built-in preset by its name."""
+    return Path(preset).name if preset.endswith(".json") else preset
+
+
 def budget_name() -> str:
-    """'equal_compute-30min': the stem of the latest run's results and grids, named by its training budget."""
-    minutes = json.loads((RUNS / "train.json").read_text())["minutes"]
-    return f"equal_compute-{minutes:g}min"
+    """'equal_compute-30min' (or '...-30min-PRESET' for another preset than the default): the stem of the latest
+    run's results and grids."""
+    info = json.loads((RUNS / "train.json").read_text())
+    preset = trained_preset(info)
+    suffix = "" if preset == str(CONFIG) else "-" + preset_label(preset).removesuffix(".json")
+    return f"equal_compute-{info['minutes']:g}min{suffix}"
 
 
 def evaluate(args) -> None:
@@ -117,10 +131,12 @@ def report(args, stem: str, metric: str, fid: dict) -> None:
     train_info = json.loads((RUNS / "train.json").read_text())
     ours = facesynth_stats(RUNS / "facesynth")
     peer = json.loads((RUNS / "lucidrains" / "stats.json").read_text())
-    cfg = get_preset(str(CONFIG))
+    preset = trained_preset(train_info)
+    cfg = get_preset(preset)
     counts = parameter_counts(cfg)
     rows = [
-        {"trainer": "facesynth", "config": CONFIG.name, "G_params": counts["G"], "G_mapping": counts["G.mapping"],
+        {"trainer": "facesynth", "config": preset_label(preset), "G_params": counts["G"],
+         "G_mapping": counts["G.mapping"],
          "batch": str(cfg.batch), "train_seconds": ours["elapsed_s"],
          "wall_seconds": train_info["process_seconds"]["facesynth"], "images_seen": int(round(ours["kimg"] * 1000)),
          "fid": fid["facesynth"], "generator": "G_ema, psi 1", "grid": f"{stem}_facesynth.png"},
@@ -148,6 +164,8 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("train", help="train both for --minutes, in parallel, one core each")
     s.add_argument("--minutes", type=float, default=30.0)
+    s.add_argument("--preset", default=str(CONFIG),
+                   help="facesynth's preset or GANConfig JSON (default: the 8-layer-mapping config of matched size)")
     s = sub.add_parser("evaluate", help="generate, FID, results JSON, table and sample grids")
     s.add_argument("--num", type=int, default=5000, help="generated images per trainer (and real images)")
     args = ap.parse_args()

