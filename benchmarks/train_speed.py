@@ -45,10 +45,12 @@ def make_data(res: int, tmp: Path) -> tuple[Path, str]:
 
 
 def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, data: Path | None = None,
-                count=None) -> dict:
+                count=None, **options) -> dict:
     """img/s of ``spec`` (a preset name or config .json, optionally @RES); ``data``: the images to train on
     (default: 512 UTKFace faces, or random pixels without ../shared).  ``count(run_one_step)``, if given, is
-    called after timing and its value returned as "counted" (e.g. the FLOPs of one more step)."""
+    called after timing and its value returned as "counted" (e.g. the FLOPs of one more step).  ``options``
+    go to TrainOptions (e.g. compile=True, precision="fp32"); the settings they resolve to are returned as
+    "performance", and on a GPU the peak memory of the timed steps as "peak_memory_mb"."""
     name, _, stage = spec.partition("@")
     cfg = get_preset(name)
     res = int(stage) if stage else cfg.resolution
@@ -58,7 +60,8 @@ def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, d
         data_desc = str(data)
     out = tmp / f"run-{spec}-{grouped}"
     trainer = Trainer(TrainOptions(data=str(data), out=str(out), preset=name, kimg=1e6, quiet=True,
-                                   tensorboard=False))
+                                   tensorboard=False, **options))
+    cuda = trainer.device.type == "cuda"
     stable = [p for p in trainer.schedule.phases if p.resolution == res and p.kind == "stable"]
     if not stable:
         raise SystemExit(f"{name} never trains at {res}x{res}")
@@ -69,15 +72,19 @@ def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, d
     if grouped is not None:  # force one form of the modulated convolution for the comparison
         layers.MODCONV_FORM = "grouped" if grouped else "shared"
     try:
-        for _ in range(2):  # warm-up: allocator, oneDNN kernel selection
+        for _ in range(2):  # warm-up: allocator, oneDNN/cuDNN kernel selection, compilation
             trainer.train_step(next(batches))
+        if cuda:
+            torch.cuda.synchronize(trainer.device)
+            torch.cuda.reset_peak_memory_stats(trainer.device)
         # Any window of a multiple of r1_interval steps holds its fair share of lazy R1 steps.
         t0 = time.perf_counter()
         for _ in range(steps):
             trainer.train_step(next(batches))
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize(trainer.device)
         dt = time.perf_counter() - t0
+        peak_memory_mb = torch.cuda.max_memory_allocated(trainer.device) / 2**20 if cuda else None
         counted = count(lambda: trainer.train_step(next(batches))) if count else None
     finally:
         layers.MODCONV_FORM = original
@@ -85,7 +92,7 @@ def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, d
     return {"preset": name, "resolution": res, "batch": batch, "G_params": counts["G"],
             "D_params": counts["D"], "steps": steps, "seconds": dt, "img_per_s": steps * batch / dt,
             "data": data_desc, "modconv": {None: "default", True: "grouped", False: "shared"}[grouped],
-            "counted": counted}
+            "counted": counted, "performance": trainer.perf.to_dict(), "peak_memory_mb": peak_memory_mb}
 
 
 def main() -> int:

@@ -30,9 +30,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: report.py
 sys.path.insert(0, str(HERE))
 
-from peers_speed import cpu_model  # noqa: E402
 from prepare_data import image_folder  # noqa: E402
-from report import environment  # noqa: E402
+from report import cpu_model, environment  # noqa: E402
 from results_md import write_results_md  # noqa: E402
 
 RUNS = HERE / "runs" / "equal_compute"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/: train_speed.py, report.py
 sys.path.insert(0, str(HERE))
 
 from prepare_data import image_folder  # noqa: E402
-from report import environment  # noqa: E402
+from report import cpu_model, environment, matmul_gflops  # noqa: E402
 
 OURS_PY = ROOT / ".venv" / "bin" / "python"
 LUCIDRAINS_PY = HERE / ".venv-stylegan2-pytorch" / "bin" / "python"
@@ -175,20 +175,6 @@ def add_flops(path: Path, name: str, counted: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """This machine's float32 matrix-product rate at PyTorch's default threads: the practical peak that
-    convolution-bound training steps approach."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
-
-
 def save_case(path: Path, name: str, rows: list[dict], log: list[dict], rounds: int) -> None:
     """Write one finished case into the results file, keeping the other cases' results there."""
     old = json.loads(path.read_text()) if path.is_file() else {"results": [], "runs": []}
@@ -199,16 +185,6 @@ def save_case(path: Path, name: str, rows: list[dict], log: list[dict], rounds: 
     env = {**environment(cpu_model=cpu_model()), "matmul_gflops": matmul_gflops()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"env": env, "rounds": rounds, "results": results, "runs": runs}, indent=2) + "\n")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

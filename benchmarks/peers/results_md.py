@@ -1,4 +1,5 @@
-"""benchmarks/RESULTS.md from results/peers_speed.json and results/equal_compute-*.json (whichever exist).
+"""benchmarks/RESULTS.md from results/peers_speed.json, results/equal_compute-*.json and results/train_cost-*.md
+(whichever exist).
 
     .venv/bin/python benchmarks/peers/results_md.py
 """
@@ -133,6 +134,9 @@ def write_results_md() -> str:
     runs = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("equal_compute-*.json"))]
     if runs:
         parts.append("\n".join(equal_compute_section(runs)) + "\n")
+    for table in sorted(RESULTS.glob("train_cost-*.md")):  # written by ../train_cost.py, one per device type
+        parts.append(f"## Training cost on {'a GPU' if table.stem.endswith('cuda') else 'the CPU'} "
+                     f"(`{table.stem}.json`)\n\n{table.read_text()}")
     text = "\n".join(parts)
     (BENCH / "RESULTS.md").write_text(text)
     return text
