@@ -136,7 +136,9 @@ def write_results_md() -> str:
         parts.append("\n".join(equal_compute_section(runs)) + "\n")
     for table in sorted(RESULTS.glob("train_cost-*.md")):  # written by ../train_cost.py, one per device type
         parts.append(f"## Training cost on {'a GPU' if table.stem.endswith('cuda') else 'the CPU'} "
-                     f"(`{table.stem}.json`)\n\n{table.read_text()}")
+                     f"(`{table.stem}.json`)\n\n{table.read_text()}\nHosts of the same machine type differ in "
+                     "speed: compare figures within one table, and across tables by the matrix-product rate "
+                     "measured with each.\n")
     text = "\n".join(parts)
     (BENCH / "RESULTS.md").write_text(text)
     return text
