@@ -72,7 +72,8 @@ def table(payload: dict) -> list[str]:
     mfu_note = (f"MFU is against {peak:g} TFLOP/s ({env['peak_source']})" if peak else
                 "MFU needs a data-sheet peak (GPUs listed in train_cost.py, or --peak-tflops)")
     lines = [f"Training cost on {where}, torch {env['torch']}, {env['time']}. {mfu_note}; 'of matmul' against "
-             f"the {measured:.2f} TFLOP/s of a {env['matmul_dtype']} 2048² matrix product measured in the same run. "
+             f"the {measured:.3g} TFLOP/s of a {env['matmul_dtype']} {env['matmul_n']}² matrix product measured in "
+             "the same run. "
              "Train GFLOP/img: one real image through a full step (G and D passes, lazy regularisers at their "
              "frequency), by PyTorch's FLOP counter.", "",
              "| preset | res | batch | G params | precision | channels-last | modconv | compile | s/kimg | img/s | "
@@ -117,8 +118,9 @@ def main() -> int:
     sheet = spec_peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     peak = args.peak_tflops or sheet
     source = "--peak-tflops" if args.peak_tflops else "data-sheet dense bf16 peak" if sheet else None
-    env = environment(device, cpu_model=cpu_model(), matmul_dtype=str(dtype).removeprefix("torch."),
-                      matmul_tflops=matmul_gflops(device, dtype) / 1000, peak_tflops=peak, peak_source=source)
+    n = 8192 if device.type == "cuda" else 2048  # a GPU needs a large product to reach its rate
+    env = environment(device, cpu_model=cpu_model(), matmul_dtype=str(dtype).removeprefix("torch."), matmul_n=n,
+                      matmul_tflops=matmul_gflops(device, dtype, n=n) / 1000, peak_tflops=peak, peak_source=source)
     payload = {"env": env, "results": results}
     write_results(args.out, f"train_cost-{device.type}", payload, table(payload))
     return 0

@@ -14,6 +14,7 @@ A progressively grown preset is timed at one stage with NAME@RES (e.g. progan-64
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -59,6 +60,9 @@ def time_preset(spec: str, steps: int, tmp: Path, grouped: bool | None = None, d
     else:
         data_desc = str(data)
     out = tmp / f"run-{spec}-{grouped}"
+    if torch.cuda.is_available():  # the peak memory measured below should be this run's alone
+        gc.collect()
+        torch.cuda.empty_cache()
     trainer = Trainer(TrainOptions(data=str(data), out=str(out), preset=name, kimg=1e6, quiet=True,
                                    tensorboard=False, **options))
     cuda = trainer.device.type == "cuda"
