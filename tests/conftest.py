@@ -4,8 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-# Tests run on CPU with tiny networks; one thread keeps them deterministic and quick.
+# Tests run on CPU with tiny networks; one thread keeps them deterministic and quick.  On a GPU machine, too,
+# `--device auto` means the CPU here (and in the processes tests start); tests/test_cuda.py asks for the GPU.
 torch.set_num_threads(int(os.environ.get("FACESYNTH_TEST_THREADS", "1")))
+os.environ.setdefault("FACESYNTH_DEVICE", "cpu")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 UTKFACE = SHARED / "data" / "faces" / "utkface-200.zip"

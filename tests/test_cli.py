@@ -25,6 +25,23 @@ def test_generate_reads_the_checkpoint_from_the_environment(tiny_run, tmp_path, 
     assert main(["generate", "--seeds", "1", "--out", str(tmp_path / "e.png")]) == 0
 
 
+def test_device_auto_follows_the_environment(tiny_run, tmp_path, monkeypatch, capsys):
+    from facesynth.util.device import pick_device
+
+    monkeypatch.setenv("FACESYNTH_DEVICE", "cpu")
+    assert pick_device("auto") == torch.device("cpu") and pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("FACESYNTH_DEVICE", "tpu9")
+    assert main(["generate", "--ckpt", str(tiny_run), "--seeds", "1", "--out", str(tmp_path / "d.png")]) == 2
+    assert "$FACESYNTH_DEVICE: unknown device 'tpu9'" in _err(capsys)
+    # --device given on the command line wins over the environment.
+    assert main(["generate", "--ckpt", str(tiny_run), "--seeds", "1", "--out", str(tmp_path / "d.png"),
+                 "--device", "cpu"]) == 0
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("FACESYNTH_DEVICE", "cuda")
+        assert main(["generate", "--ckpt", str(tiny_run), "--seeds", "1", "--out", str(tmp_path / "d.png")]) == 2
+        assert "$FACESYNTH_DEVICE asks for cuda, but PyTorch sees no CUDA GPU here" in _err(capsys)
+
+
 def _err(capsys):
     return capsys.readouterr().err.strip().splitlines()[-1]
 

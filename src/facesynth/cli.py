@@ -53,7 +53,7 @@ def _ckpt(args) -> str:
 
 def _generator(args):
     from .training.checkpoint import load_generator
-    from .training.loop import pick_device
+    from .util.device import pick_device
 
     return load_generator(_ckpt(args), pick_device(args.device))
 
@@ -132,7 +132,7 @@ def cmd_animate_train(args) -> int:
 
 def cmd_animate_finetune(args) -> int:
     from .animate.finetune import finetune
-    from .training.loop import pick_device
+    from .util.device import pick_device
 
     info = finetune(args.ckpt, args.images, args.out, steps=args.steps, lr=args.lr, device=pick_device(args.device),
                     seed=args.seed, inception=args.inception, lpips=args.lpips, quiet=args.quiet)
@@ -143,7 +143,7 @@ def cmd_animate_finetune(args) -> int:
 
 def cmd_animate_run(args) -> int:
     from .animate.reenact import reenact
-    from .training.loop import pick_device
+    from .util.device import pick_device
 
     report = reenact(args.ckpt, args.driver, args.out, sources=args.source or [], self_mode=args.self_mode,
                      reference=args.reference, side_by_side=args.side_by_side, max_frames=args.max_frames,
@@ -157,8 +157,8 @@ def cmd_animate_run(args) -> int:
 
 def cmd_animate_eval(args) -> int:
     from .animate.evaluate import evaluate, format_table
-    from .training.loop import pick_device
     from .util.atomic import write_json_atomic
+    from .util.device import pick_device
 
     shots = tuple(int(k) for k in _names(args.shots))
     report = evaluate(args.ckpt, args.data, clips=_names(args.clips) or None, shots=shots, targets=args.targets,
@@ -289,7 +289,7 @@ def cmd_export(args) -> int:
 def cmd_metrics(args) -> int:
     from .metrics import append_jsonl, checkpoint_kimg, compute_image_metrics, compute_metrics
     from .training.checkpoint import resolve_checkpoint, run_checkpoints
-    from .training.loop import pick_device
+    from .util.device import pick_device
 
     if args.fakes:
         if args.ckpt or args.all:

@@ -28,8 +28,8 @@ from ..training import performance
 from ..training.distributed import DataParallel
 from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
-from ..training.loop import pick_device
 from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
+from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
 from .config import TalkingHeadConfig, get_preset
 from .episodes import EpisodeSampler, load_videos
@@ -148,7 +148,7 @@ class MetaTrainer:
     # ------------------------------------------------------------------ one step
     def train_step(self, ep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        ep = {k: v.to(self.device) for k, v in ep.items()}
+        ep = {k: to_device(v, self.device) for k, v in ep.items()}
         video, target, drawing = ep["video"], ep["target"], ep["target_drawing"]
         stats = {}
 

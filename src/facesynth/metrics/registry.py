@@ -26,8 +26,9 @@ import torch
 
 from ..errors import FacesynthError
 from ..util.atomic import write_bytes_atomic
+from ..util.device import pick_device
 from . import cache as stats_cache
-from .inception import default_device, extract_features, feature_extractor
+from .inception import extract_features, feature_extractor
 from .perceptual import lpips_path, perceptual_distance
 from .ppl import perceptual_path_length
 from .sources import (
@@ -209,7 +210,7 @@ def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, name
     else:
         from ..training.checkpoint import load_generator
 
-        G = load_generator(ckpt_or_generator, dev or default_device())
+        G = load_generator(ckpt_or_generator, dev or pick_device())
     dev = dev or module_device(G)
     ctx = MetricContext(G, data_path, dev, batch, cache_dir, use_cache, seed, truncation_psi, noise_mode,
                         lpips, inception, quiet, truncation_cutoff)
@@ -239,7 +240,7 @@ def compute_image_metrics(fakes: str | os.PathLike, data_path: str | os.PathLike
     if short:
         raise FacesynthError(f"{fakes}: {len(images)} images, too few for {', '.join(short)} (generate more, "
                              f"or pass num={len(images)} / --num {len(images)})")
-    dev = torch.device(device) if device is not None else default_device()
+    dev = torch.device(device) if device is not None else pick_device()
     ctx = MetricContext(None, data_path, dev, batch, cache_dir, use_cache, 0, 1.0, "random", None, inception,
                         quiet, fakes=images)
     return _compute(ctx, specs)

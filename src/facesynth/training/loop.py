@@ -30,6 +30,7 @@ from ..nets import build_discriminator, build_generator
 from ..nets.growth import downsample_box, fade
 from ..presets import get_preset
 from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
+from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
 from . import checkpoint as ckpt
 from . import performance
@@ -82,22 +83,6 @@ class TrainOptions:
     channels_last: str = "auto"  # auto, on, off
     compile: bool = False  # torch.compile the main G and D passes
     modconv: str = "auto"  # auto (timed on a GPU), shared or grouped
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise FacesynthError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FacesynthError("--device cuda was asked for, but PyTorch sees no CUDA GPU here")
-    return dev
 
 
 def make_optimizer(params, lr: float, reg_interval: int | None) -> torch.optim.Adam:
@@ -329,15 +314,13 @@ class Trainer:
         whole batch, sliced (see distributed.py), and gradients are averaged over ranks before each update."""
         cfg, dev, dp = self.cfg, self.device, self.dp
         G, D = self.G, self.D
-        if dev.type == "cuda":  # pinned host memory: the copies below do not wait for the GPU
-            real_u8 = real_u8.pin_memory()
-        real = real_u8.to(dev, non_blocking=True).to(torch.float32) / 127.5 - 1
+        real = to_device(real_u8, dev).to(torch.float32) / 127.5 - 1
         if self.perf.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         batch = real.shape[0]
         if cfg.xflip:
             flip = dp.rand(batch, generator=self.aug_gen) < 0.5
-            flip = (flip.pin_memory() if dev.type == "cuda" else flip).to(dev, non_blocking=True)
+            flip = to_device(flip, dev)
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         if self.growth.alpha < 1.0:
             # Reals fade like the generator's output: from the up-sampled image below to full detail.
@@ -627,4 +610,4 @@ def train(opts: TrainOptions) -> dict:
         trainer.dp.close()
 
 
-__all__ = ["TrainOptions", "Trainer", "train", "pick_device", "mixed_ws", "RESUMABLE_OVERRIDES"]
+__all__ = ["TrainOptions", "Trainer", "train", "mixed_ws", "RESUMABLE_OVERRIDES"]

@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..util.device import to_device
+
 
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating loss: -log sigmoid(D(G(z)))."""
@@ -55,7 +57,8 @@ def wgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, drift
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
                      target: float = 1.0, rand=torch.rand) -> torch.Tensor:
     """Per-sample (||grad D(x_hat)|| - target)^2 at random points between real and fake (Gulrajani et al. 2017)."""
-    t = rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device, real.dtype)
+    # Drawn on the CPU (the same numbers on every device and rank), copied without waiting for the GPU.
+    t = to_device(rand(real.shape[0], 1, 1, 1, generator=generator), real.device).to(real.dtype)
     mixed = real.detach().lerp(fake.detach(), t).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - target).square() / target**2

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = json.loads((argv if argv is not None else sys.argv[1:])[0])
     from ..animate.reenact import reenact
     from ..errors import FacesynthError
-    from ..training.loop import pick_device
+    from ..util.device import pick_device
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the answer

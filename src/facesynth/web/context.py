@@ -29,7 +29,7 @@ class NotFound(FacesynthError):
 
 class ServerContext:
     def __init__(self, settings: ServerSettings):
-        from ..training.loop import pick_device
+        from ..util.device import pick_device
 
         self.settings = s = settings
         if s.threads:
