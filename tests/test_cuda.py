@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 from test_animate import TINY, synthetic_clips
+from test_distributed import _torchrun
 from test_growth import tiny_growing
 
 from facesynth.data.loader import batch_iterator
@@ -92,3 +93,16 @@ def test_talking_heads_step_never_waits_for_the_gpu(tmp_path):
     assert trainer.perf.precision == ("bf16" if BF16 else "fp32") and trainer.perf.channels_last
     batches = (trainer.sampler.sample(trainer.cfg.batch, 0, 1) for _ in itertools.count())
     assert _all_finite(_steps_without_host_sync(trainer.train_step, batches))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="data-parallel over NCCL needs two CUDA GPUs")
+def test_two_gpus_train_data_parallel_over_nccl(face_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    _torchrun(2, "train", "--data", str(face_dataset), "--out", str(out), "--kimg", "0.032", "--preset", "tiny",
+              "--snap", "1", "--no-history", "--device", "cuda")
+    options = json.loads((out / "training_options.json").read_text())
+    assert options["processes"] == 2 and options["device"].startswith("cuda")
+    state = json.loads((ckpt.list_snapshots(out)[-1] / "state.json").read_text())
+    assert state["images_seen"] == 32 and state["step"] == 4
+    weights = ckpt.read_safetensors(ckpt.resolve_checkpoint(out))
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from facesynth.errors import FacesynthError
+from facesynth.nets import build_generator
+from facesynth.presets import get_preset
 from facesynth.training import checkpoint as ckpt
-from facesynth.training.loop import Trainer, TrainOptions, train
+from facesynth.training.loop import Trainer, TrainOptions, train, update_ema
 
 
 def _opts(data, out, **kw):
@@ -64,6 +66,18 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(face_dataset, t
         torch.testing.assert_close(part[k], full[k], rtol=1e-5, atol=1e-6, msg=k)
     state = json.loads((ckpt.list_snapshots(tmp_path / "part")[-1] / "state.json").read_text())
     assert state["images_seen"] == 96 and state["step"] == 12
+
+
+def test_ema_moves_toward_the_generator_by_one_minus_beta():
+    torch.manual_seed(0)
+    G, G_ema = build_generator(get_preset("tiny")), build_generator(get_preset("tiny"))
+    for b in G.buffers():
+        b.add_(1.0)
+    before = [p.detach().clone() for p in G_ema.parameters()]
+    update_ema(G_ema, G, 0.75)
+    for pe, p, old in zip(G_ema.parameters(), G.parameters(), before):
+        torch.testing.assert_close(pe, 0.75 * old + 0.25 * p.detach())
+    assert all(torch.equal(be, b) for be, b in zip(G_ema.buffers(), G.buffers()))
 
 
 def test_training_changes_the_generator(face_dataset, tmp_path):

