@@ -17,6 +17,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || exit 1
 "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py 2>&1 | tee "$out/gpu_tests.log"
 tests=${PIPESTATUS[0]}
+"$python" benchmarks/optimizer_step.py --presets stylegan2-64-paper,stylegan2-256-paper --out "$out"
 "$python" benchmarks/train_cost.py --compile --out "$out"
 cost=$?
 echo "gpu tests: exit $tests; train_cost: exit $cost"

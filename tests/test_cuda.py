@@ -1,6 +1,6 @@
 """On a CUDA GPU: training steps never wait for the device, the automatic speed settings (bf16 top resolutions,
 channels-last, the timed form of the modulated convolution, optionally compiled) train to finite float32 weights,
-and a checkpoint trained on the GPU draws the same faces on the CPU.
+a run resumes on the GPU, and a checkpoint trained there draws the same faces on the CPU.
 
 Skipped where PyTorch sees no CUDA GPU. The rest of the suite runs on the CPU on every machine (conftest.py).
 """
@@ -64,11 +64,13 @@ def test_a_training_step_never_waits_for_the_gpu(arch, face_dataset, tmp_path, m
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
-def test_gpu_settings_train_and_the_checkpoint_draws_alike_on_the_cpu(compile, face_dataset, tmp_path):
+def test_gpu_settings_train_resume_and_the_checkpoint_draws_alike_on_the_cpu(compile, face_dataset, tmp_path):
     out = tmp_path / "run"
-    train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=0.032, seed=5, device="cuda",
-                       compile=compile, quiet=True, tensorboard=False, grid_size=4, history=False,
-                       overrides={"r1_interval": 2}))
+    for kimg in (0.016, 0.032):  # the second run resumes: Adam's state goes back onto the GPU
+        train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=kimg, seed=5, device="cuda",
+                           compile=compile, quiet=True, tensorboard=False, grid_size=4, history=False,
+                           resume="auto", overrides={"r1_interval": 2, "snapshot_kimg": 0.016}))
+    assert json.loads((ckpt.list_snapshots(out)[-1] / "state.json").read_text())["images_seen"] == 32
     options = json.loads((out / "training_options.json").read_text())["performance"]
     assert options["precision"] == ("bf16" if BF16 else "fp32")
     assert options["channels_last"] and options["compile"] == compile

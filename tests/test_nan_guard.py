@@ -10,7 +10,9 @@ import facesynth.training.loop as loop
 from facesynth.errors import FacesynthError
 from facesynth.nets.discriminator import DiscriminatorBlock
 from facesynth.training import checkpoint as ckpt
+from facesynth.training.guard import NonFiniteGuard
 from facesynth.training.loop import Trainer, TrainOptions, train
+from facesynth.training.optim import adam
 
 
 def _opts(data, out, **kw):
@@ -29,6 +31,32 @@ def _on_step(monkeypatch, actions: dict):
         return step(self, real)
 
     monkeypatch.setattr(Trainer, "train_step", patched)
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.5], ids=["GAN-adam", "talking-heads-adam"])
+def test_a_bad_step_leaves_weights_moments_and_step_count_alone(beta1):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    opt = adam(net.parameters(), lr=0.1, betas=(beta1, 0.99))
+    guard = NonFiniteGuard()
+
+    def step(scale):
+        opt.zero_grad(set_to_none=True)
+        loss = net(torch.ones(2, 4)).square().sum() * scale
+        loss.backward()
+        guard.check("loss", loss, opt)
+        opt.step()
+
+    def snapshot():
+        return [t.clone() for p in net.parameters() for t in (p.detach(), *opt.state[p].values())]
+
+    step(1.0)  # moments are non-zero now: with beta1 > 0, a zeroed gradient would still move the weights
+    before = snapshot()
+    step(float("nan"))
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot()))
+    assert guard.take() == {"loss": 1}
+    step(1.0)
+    assert not torch.equal(before[0], net.weight) and guard.take() == {}
 
 
 def test_a_nan_loss_skips_that_step_only(face_dataset, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,5 @@
-"""benchmarks/RESULTS.md from results/peers_speed.json, results/equal_compute-*.json and results/train_cost-*.md
+"""benchmarks/RESULTS.md from results/peers_speed.json, results/equal_compute-*.json, results/train_cost-*.md
+and results/optimizer_step*.md
 (whichever exist).
 
     .venv/bin/python benchmarks/peers/results_md.py
@@ -139,6 +140,8 @@ def write_results_md() -> str:
                      f"(`{table.stem}.json`)\n\n{table.read_text()}\nHosts of the same machine type differ in "
                      "speed: compare figures within one table, and across tables by the matrix-product rate "
                      "measured with each.\n")
+    for table in sorted(RESULTS.glob("optimizer_step*.md")):  # written by ../optimizer_step.py
+        parts.append(f"## The optimizer update (`{table.stem}.json`)\n\n{table.read_text()}")
     text = "\n".join(parts)
     (BENCH / "RESULTS.md").write_text(text)
     return text

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from ..training import checkpoint as ckpt
+from ..training.optim import adam
 from ..util.atomic import atomic_path, write_json_atomic
 from .losses import content_loss, content_network, feature_matching, hinge_d_loss
 from .model import PERSON_KIND, load_run
@@ -50,9 +51,8 @@ def finetune_person(run, portraits: list[Portrait], steps: int | None = None, lr
     D.W.requires_grad_(False)
     D.w0.requires_grad_(False)
     betas = tuple(cfg.betas)
-    opt_G = torch.optim.Adam([p for p in G.parameters() if p.requires_grad] + [psi], lr=lr, betas=betas)
-    opt_D = torch.optim.Adam([p for p in D.parameters() if p.requires_grad] + [w], lr=lr * cfg.d_lr / cfg.g_lr,
-                             betas=betas)
+    opt_G = adam([p for p in G.parameters() if p.requires_grad] + [psi], lr=lr, betas=betas)
+    opt_D = adam([p for p in D.parameters() if p.requires_grad] + [w], lr=lr * cfg.d_lr / cfg.g_lr, betas=betas)
     content = content_network(cfg, device, inception, lpips)
     x_all, y_all = frames[0], drawings[0]
     log = []

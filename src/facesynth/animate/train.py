@@ -28,6 +28,7 @@ from ..training import performance
 from ..training.distributed import DataParallel
 from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
+from ..training.optim import adam
 from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
 from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
@@ -105,9 +106,8 @@ class MetaTrainer:
         self.E_main, self.G_main, self.D_main = (performance.compiled(net, self.perf.compile)
                                                  for net in (self.E, self.G, self.D))
         betas = tuple(self.cfg.betas)
-        self.opt_EG = torch.optim.Adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr,
-                                       betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
+        self.opt_EG = adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr, betas=betas)
+        self.opt_D = adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
         self.content = content_network(self.cfg, self.device, opts.inception, opts.lpips)
         self.step = 0
         self.elapsed = 0.0
@@ -172,8 +172,7 @@ class MetaTrainer:
         loss_G.backward()
         self.dp.average_gradients(self.E)
         self.dp.average_gradients(self.G)
-        self.guard.check("loss/G", loss_G, self.E)
-        self.guard.check("loss/G", loss_G, self.G)
+        self.guard.check("loss/G", loss_G, self.opt_EG)
         self.opt_EG.step()
         stats.update({f"loss/{k}": v.detach() for k, v in losses.items()})
         stats["loss/G"] = loss_G.detach()
@@ -188,7 +187,7 @@ class MetaTrainer:
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         self.dp.average_gradients(self.D)
-        self.guard.check("loss/D", loss_D, self.D)
+        self.guard.check("loss/D", loss_D, self.opt_D)
         self.opt_D.step()
         stats.update({"loss/D": loss_D.detach(), "scores/real": real_score.detach().mean(),
                       "scores/fake": fake_score.detach().mean()})

@@ -86,6 +86,7 @@ def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer, names: dict[int, 
 
 def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str,
                            names: dict[int, str]) -> None:
+    device_steps = bool(opt.defaults.get("fused") or opt.defaults.get("capturable"))
     for group in opt.param_groups:
         for p in group["params"]:
             name = names[id(p)]
@@ -94,7 +95,10 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
                 key = f"{prefix}.{name}.{k}"
                 if key in tensors:
                     v = tensors[key]
-                    st[k] = v.to(p.device) if k != "step" else v.clone()
+                    if k != "step":  # the moments take the parameter's device and memory layout
+                        st[k] = torch.empty_like(p).copy_(v)
+                    else:  # fused and capturable Adam keep the step count on the device, the others on the CPU
+                        st[k] = v.to(p.device if device_steps else "cpu", torch.float32, copy=True)
             if st:
                 opt.state[p] = st
 

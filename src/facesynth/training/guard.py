@@ -1,9 +1,9 @@
 """Non-finite losses and gradients: an optimizer step whose loss or gradients hold NaN/Inf is skipped, and a
 diagnosis names the loss and the first layer that produced a non-finite value.
 
-The check runs on the device without waiting for it (no host synchronisation in the step): the gradients
-of a bad step are zeroed, so the optimizer leaves the weights as they were, and a per-loss counter of
-skipped steps is read once per log tick.
+The check runs on the device without waiting for it (no host synchronisation in the step): a bad step's
+fused Adam update is skipped on the device (weights, moments and step count stay as they were), and a
+per-loss counter of skipped steps is read once per log tick.
 """
 
 from __future__ import annotations
@@ -11,19 +11,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .optim import parameters_with_grad, skip_if
+
 
 class NonFiniteGuard:
     def __init__(self):
         self.counts: dict[str, torch.Tensor] = {}
 
-    def check(self, name: str, loss: torch.Tensor, module: nn.Module) -> None:
-        """Call after backward (and the gradient all-reduce), before ``optimizer.step()``."""
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
+    def check(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Call after backward (and the gradient all-reduce), before ``optimizer.step()`` (a fused Adam)."""
+        grads = [p.grad for p in parameters_with_grad(optimizer)]
         finite = torch.isfinite(loss.detach()).all()
         if grads:
             finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-            for g in grads:  # finite: unchanged; otherwise zero, so the step leaves the weights alone
-                g.nan_to_num_(0.0, 0.0, 0.0).mul_(finite)
+        skip_if(optimizer, ~finite)
         bad = (~finite).to(torch.int32)
         self.counts[name] = self.counts[name] + bad if name in self.counts else bad
 

@@ -46,6 +46,7 @@ from .losses import (
     wgan_critic_loss,
     wgan_generator_loss,
 )
+from .optim import adam
 
 MAX_ROLLBACKS = 3  # a run that keeps failing after this many returns to a snapshot stops with a diagnosis
 
@@ -88,7 +89,7 @@ class TrainOptions:
 def make_optimizer(params, lr: float, reg_interval: int | None) -> torch.optim.Adam:
     """Adam with beta1=0; lazy regularisation rescales lr and beta2 by interval / (interval + 1)."""
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+    return adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
 
 
 def mixed_ws(G, z: torch.Tensor, prob: float, update_w_avg: bool = False, dp: DataParallel = SINGLE) -> torch.Tensor:
@@ -171,6 +172,10 @@ class Trainer:
         self.growth = self.schedule.at(0)
         for phase in self.schedule.phases:
             self.dp.local_batch(phase.batch, f"batch at {phase.resolution}x{phase.resolution}")
+        # Memory layout before any optimizer state is loaded: fused Adam needs moments laid out as their weights.
+        self.perf = performance.resolve(self.device, opts.precision, opts.channels_last, opts.compile, opts.modconv,
+                                        opts.reduced_resolutions)
+        performance.apply(self.perf, cfg, self.G, self.D)
         if resume_model is not None:
             self._load(resume_model)
         elif opts.init_from:
@@ -181,9 +186,6 @@ class Trainer:
             net.set_growth(self.growth.resolution, self.growth.alpha)
             self.dp.broadcast_module(net)
         sharded_noise(self.G, self.dp)
-        self.perf = performance.resolve(self.device, opts.precision, opts.channels_last, opts.compile, opts.modconv,
-                                        opts.reduced_resolutions)
-        performance.apply(self.perf, cfg, self.G, self.D)
         if self.perf.modconv == "auto":
             form = performance.choose_modconv(self.G, self.dp.local_batch(self.growth.batch), cfg.z_dim, self.device)
             form = self.dp.same_choice(form, ("shared", "grouped"), self.device)  # ranks must compute alike
@@ -340,7 +342,7 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         dp.average_gradients(G)
-        self.guard.check("loss/G", loss_G, G)
+        self.guard.check("loss/G", loss_G, self.opt_G)
         self.opt_G.step()
         stats["loss/G"] = loss_G.detach()
         stats["scores/fake"] = fake_logits.detach().mean()
@@ -357,7 +359,7 @@ class Trainer:
             self.opt_G.zero_grad(set_to_none=True)
             loss_pl.backward()
             dp.average_gradients(G)
-            self.guard.check("loss/pl", loss_pl, G)
+            self.guard.check("loss/pl", loss_pl, self.opt_G)
             self.opt_G.step()
             stats["loss/pl"] = pen.detach().mean()
 
@@ -379,7 +381,7 @@ class Trainer:
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         dp.average_gradients(D)
-        self.guard.check("loss/D", loss_D, D)
+        self.guard.check("loss/D", loss_D, self.opt_D)
         self.opt_D.step()
         stats["loss/D"] = loss_D.detach()
         stats["scores/real"] = real_logits.detach().mean()
@@ -392,7 +394,7 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
             dp.average_gradients(D)
-            self.guard.check("loss/r1", loss_r1, D)
+            self.guard.check("loss/r1", loss_r1, self.opt_D)
             self.opt_D.step()
             stats["loss/r1"] = pen.detach().mean()
 
