@@ -181,7 +181,8 @@ _extractors: dict[tuple[str, str], FeatureExtractor] = {}
 
 def feature_extractor(device: str | torch.device | None = None, path: str | os.PathLike | None = None
                       ) -> FeatureExtractor:
-    """The Inception feature extractor on ``device`` (default: CUDA when available), loaded once per process."""
+    """The Inception feature extractor on ``device`` (default: what ``--device auto`` picks), loaded once per
+    process."""
     device = torch.device(device) if device is not None else pick_device()
     file = inception_path(path)
     key = (str(file.resolve()), str(device))

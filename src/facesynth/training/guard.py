@@ -19,7 +19,7 @@ class NonFiniteGuard:
         self.counts: dict[str, torch.Tensor] = {}
 
     def check(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Call after backward (and the gradient all-reduce), before ``optimizer.step()`` (a fused Adam)."""
+        """Call after backward (and the gradient all-reduce), before ``optimizer.step()``."""
         grads = [p.grad for p in parameters_with_grad(optimizer)]
         finite = torch.isfinite(loss.detach()).all()
         if grads:
