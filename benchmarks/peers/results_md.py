@@ -141,7 +141,7 @@ def write_results_md() -> str:
                      "speed: compare figures within one table, and across tables by the matrix-product rate "
                      "measured with each.\n")
     for table in sorted(RESULTS.glob("optimizer_step*.md")):  # written by ../optimizer_step.py
-        parts.append(f"## The optimizer update (`{table.stem}.json`)\n\n{table.read_text()}")
+        parts.append(f"## Parameter updates of a training step (`{table.stem}.json`)\n\n{table.read_text()}")
     text = "\n".join(parts)
     (BENCH / "RESULTS.md").write_text(text)
     return text
