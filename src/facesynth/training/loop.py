@@ -115,8 +115,9 @@ def mixed_ws(G, z: torch.Tensor, prob: float, update_w_avg: bool = False, dp: Da
 
 @torch.no_grad()
 def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
-    """G_ema <- beta * G_ema + (1 - beta) * G, in place; buffers copied.  The multi-tensor (foreach) kernels
-    take half the time of a loop over parameters on a CPU and launch a few kernels, not two per tensor, on a GPU."""
+    """G_ema <- beta * G_ema + (1 - beta) * G, in place; buffers copied.  The multi-tensor (foreach) kernels are
+    1.5-2x the speed of a loop over tensors on a CPU (benchmarks/results/optimizer_step.md) and launch a few
+    kernels, not two per tensor, on a GPU."""
     torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
     buffers = list(G_ema.buffers())
     if buffers:  # the foreach kernels refuse empty lists
