@@ -1,4 +1,5 @@
-"""benchmarks/train_cost.py: s/kimg and the FLOPs a training step does, counted over a regularisation cycle."""
+"""benchmarks/train_cost.py: s/kimg and the FLOPs a training step does, counted over a regularisation cycle;
+benchmarks/optimizer_step.py: the parameter updates of a step, in both forms."""
 
 import json
 import subprocess
@@ -35,3 +36,13 @@ def test_train_cost_counts_a_full_step(tmp_path):
         g_forward = gflop(lambda: G(torch.randn(4, cfg.z_dim))) / 4
     assert r["train_gflop_per_image"] > 3 * g_forward
     assert "| tiny | 16² | 8 |" in (tmp_path / "train_cost-cpu.md").read_text()
+
+
+def test_optimizer_step_times_each_update_before_and_now(tmp_path):
+    subprocess.run([sys.executable, str(BENCH / "optimizer_step.py"), "--presets", "tiny", "--rounds", "1",
+                    "--repeats", "2", "--device", "cpu", "--out", str(tmp_path)], check=True, capture_output=True,
+                   text=True)
+    rows = json.loads((tmp_path / "optimizer_step.json").read_text())["rows"]
+    assert [r["update"] for r in rows] == ["G: check + Adam", "D: check + Adam", "G_ema: EMA of G"]
+    assert all(r["ms"]["before"] > 0 and r["ms"]["now"] > 0 and r["params"] > 0 for r in rows)
+    assert "| tiny | G: check + Adam |" in (tmp_path / "optimizer_step.md").read_text()
