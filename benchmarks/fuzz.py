@@ -1,10 +1,10 @@
 """Fuzzing, the long version of tests/test_fuzz.py: mutated and random bytes through image decoding, the dataset
-tool, video preparation and the web upload path, for ``--minutes`` per target, with fresh random examples in
+tool, video preparation, the web upload path and the restricted unpickler of `facesynth import`, for ``--minutes`` per target, with fresh random examples in
 batches until the time is up.  Every failure (an exception other than the clean ones, a hang, a 5xx) is recorded
 with hypothesis's shrunk falsifying example.  Writes results/fuzz.json and results/fuzz.md (a run of some targets
 keeps the others' earlier figures).
 
-    python benchmarks/fuzz.py --minutes 10 --target images|dataset|video|upload|all
+    python benchmarks/fuzz.py --minutes 10 --target images|dataset|video|upload|checkpoint|all
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from report import environment, write_results  # noqa: E402
 
-TARGETS = ("images", "dataset", "video", "upload")
+TARGETS = ("images", "dataset", "video", "upload", "checkpoint")
 
 
 def _upload_client():
@@ -65,6 +65,8 @@ def target(name: str):
             return f"{ft.check_upload_functions(data)}/{ft.check_upload_endpoint(client, data, filename)}"
 
         return st.tuples(ft.upload_bytes(), ft.upload_names()), check
+    if name == "checkpoint":
+        return ft.checkpoint_bytes(), ft.check_checkpoint
     raise ValueError(name)
 
 

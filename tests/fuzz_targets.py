@@ -315,3 +315,77 @@ def check_upload_endpoint(client, data: bytes, filename: str) -> int:
 
 def upload_bytes():
     return st.one_of(mutated(image_seeds()), corrupted(image_seeds()), random_bytes(), corrupted(video_seeds()))
+
+
+# --------------------------------------------------------------------------- checkpoints (restricted unpickler)
+
+PICKLE_TIMEOUT_S = 10.0
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official"
+
+
+@functools.lru_cache(maxsize=1)
+def checkpoint_seeds() -> tuple[bytes, ...]:
+    """Pickles of every shape `facesynth import` reads: plain pickles of tensors and arrays (protocols 2-5),
+    a torch.save archive with an argparse Namespace, and NVIDIA-made files when ../shared is here."""
+    import argparse
+    import pickle
+    from collections import OrderedDict
+
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = OrderedDict(w=torch.randn(4, 3, generator=gen), p=torch.nn.Parameter(torch.randn(3, generator=gen)),
+                          h=torch.randn(2, generator=gen).half(), t=torch.randn(3, 2, generator=gen).t(),
+                          i=torch.arange(3))
+    arrays = OrderedDict(a=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.float32(2),
+                         c=np.asfortranarray(np.ones((2, 2))), s={"x", "y"})
+    archive = io.BytesIO()
+    torch.save({"w": torch.randn(3, 2, generator=gen), "args": argparse.Namespace(size=8)}, archive)
+    seeds = [pickle.dumps(tensors, protocol=2), pickle.dumps(tensors, protocol=4),
+             pickle.dumps(arrays, protocol=3), pickle.dumps(arrays, protocol=5), archive.getvalue()]
+    seeds.append((torch.save(tensors, b := io.BytesIO(), _use_new_zipfile_serialization=False), b.getvalue())[1])
+    for name in ("evil-tf-build-src.pkl", "evil-persistence-src.pkl", "evil-reduce-exec.pkl"):
+        if (FIXTURES / name).is_file():
+            seeds.append((FIXTURES / name).read_bytes())
+    return tuple(seeds)
+
+
+@functools.lru_cache(maxsize=1)
+def pickle_opcodes() -> tuple[bytes, ...]:
+    import pickletools
+
+    return tuple(op.code.encode("latin-1") for op in pickletools.opcodes)
+
+
+@st.composite
+def spliced_opcodes(draw, seeds: tuple[bytes, ...]) -> bytes:
+    """A seed pickle with 1-6 random opcodes (and random argument bytes) spliced in somewhere."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(data)))
+        data[at:at] = draw(st.sampled_from(pickle_opcodes())) + draw(st.binary(max_size=8))
+    return bytes(data)
+
+
+def checkpoint_bytes():
+    seeds = checkpoint_seeds()
+    return st.one_of(mutated(seeds), spliced_opcodes(seeds),
+                     random_bytes([b"\x80\x02", b"\x80\x04", b"\x80\x05", b"PK\x03\x04"], max_size=512))
+
+
+def check_checkpoint(data: bytes) -> str:
+    """read_pickle: a value or one FacesynthError line naming the file, within PICKLE_TIMEOUT_S."""
+    from facesynth.importers.safe_pickle import read_pickle
+
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-pickle-"))
+    path = folder / "model.pkl"
+    path.write_bytes(data)
+    try:
+        value = within(PICKLE_TIMEOUT_S, read_pickle, path)
+        return f"ok {type(value).__name__}"
+    except FacesynthError as e:
+        text = str(e)
+        assert text.startswith(f"{path}: ") and "\n" not in text, text
+        return "refused" if ": refused: " in text else "unreadable"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

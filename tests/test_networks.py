@@ -139,3 +139,65 @@ def test_channel_overrides_thin_chosen_resolutions_and_are_validated():
         GANConfig(resolution=64, channel_overrides={"128": 8}).validate()
     with pytest.raises(FacesynthError, match="channel count"):
         GANConfig(resolution=64, channel_overrides={"64": -1}).validate()
+
+
+# --------------------------------------------------------------------------- StyleGAN2's other forms
+
+def _forms_cfg(**kw):
+    from facesynth.presets import GANConfig
+
+    base = dict(resolution=16, channel_base=256, channel_max=32, z_dim=32, w_dim=32, mapping_layers=2, batch=4)
+    return GANConfig(**{**base, **kw}).validate()
+
+
+@pytest.mark.parametrize("g_arch,d_arch", [("resnet", "skip"), ("orig", "orig"), ("skip", "resnet")])
+def test_network_forms_build_run_and_train(g_arch, d_arch):
+    from facesynth.nets import build_discriminator, build_generator
+
+    cfg = _forms_cfg(g_architecture=g_arch, d_architecture=d_arch)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    img = G(torch.randn(4, 32))
+    assert img.shape == (4, 3, 16, 16)
+    D(img).sum().backward()
+    assert all(p.grad is not None for p in G.synthesis.parameters() if p.requires_grad and p.ndim)
+    has_torgb = [b.torgb is not None for b in G.synthesis.blocks]
+    assert has_torgb == ([True] * 3 if g_arch == "skip" else [False, False, True])
+    assert hasattr(G.synthesis.blocks[1], "skip") == (g_arch == "resnet")
+
+
+def test_conv_clamp_limits_every_convolution():
+    from facesynth.nets import build_generator
+
+    G = build_generator(_forms_cfg(conv_clamp=0.5))
+    seen = []
+    for m in G.synthesis.modules():
+        if type(m).__name__ in ("StyledConv", "ToRGB"):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.abs().max().item()))
+    G(torch.randn(2, 32) * 10)
+    assert seen and max(seen) <= 0.5 + 1e-6
+
+
+def test_conditional_networks_project_labels():
+    from facesynth.errors import FacesynthError
+    from facesynth.nets import build_discriminator, build_generator
+
+    cfg = _forms_cfg(c_dim=3, d_mapping_layers=1)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z = torch.randn(2, 32)
+    c = torch.nn.functional.one_hot(torch.tensor([0, 2]), 3)
+    with pytest.raises(FacesynthError, match="--class"):
+        G(z)
+    a, b = G(z, c=c, noise_mode="const"), G(z, c=c.flip(0), noise_mode="const")
+    assert not torch.allclose(a, b)  # the label changes the face
+    assert D(a, c).shape == (2, 1) and not torch.allclose(D(a, c), D(a, c.flip(0)))
+
+
+def test_forms_refused_where_they_do_not_apply():
+    from facesynth.errors import FacesynthError
+
+    with pytest.raises(FacesynthError, match="progressive"):
+        _forms_cfg(g_architecture="resnet", progressive=True, start_resolution=8)
+    with pytest.raises(FacesynthError, match="stylegan2"):
+        _forms_cfg(arch="progan", mapping_layers=0, d_architecture="skip")
+    with pytest.raises(FacesynthError, match="mbstd_channels"):
+        _forms_cfg(mbstd_channels=5)

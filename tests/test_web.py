@@ -142,7 +142,11 @@ def test_interpolation_strip(client):
     res = strip.shape[0]
     assert strip.shape == (res, 5 * res, 3)
     a, b = (png(client.get("/api/face", params={"seed": s}).content) for s in (1, 2))
-    assert np.array_equal(strip[:, :res], a) and np.array_equal(strip[:, -res:], b)  # it starts and ends on them
+    # It starts and ends on them: the end latents are slerped (t = 0, 1) and drawn in another batch, so a few
+    # pixels may round one 8-bit level apart on some CPUs.
+    for frame, face in ((strip[:, :res], a), (strip[:, -res:], b)):
+        diff = np.abs(frame.astype(int) - face.astype(int))
+        assert diff.max() <= 2 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     z = client.get("/api/interpolate", params={"a": 1, "b": 2, "frames": 3, "space": "z"})
     assert png(z.content).shape == (res, 3 * res, 3)
     for bad in ({"a": 1, "b": 2, "frames": 40}, {"a": 1, "b": 2, "space": "q"}, {"a": 1}):

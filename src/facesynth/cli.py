@@ -23,14 +23,19 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return v
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return v
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _psi(text: str) -> float:
@@ -55,7 +60,9 @@ def _generator(args):
     from .training.checkpoint import load_generator
     from .util.device import pick_device
 
-    return load_generator(_ckpt(args), pick_device(args.device))
+    G = load_generator(_ckpt(args), pick_device(args.device))
+    G.select_class(getattr(args, "class_index", None))
+    return G
 
 
 def _seeds(text: str) -> list[int]:
@@ -286,6 +293,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .importers import import_checkpoint
+
+    import_checkpoint(args.src, args.out, what=args.what, quiet=args.quiet)
+    return 0
+
+
 def cmd_metrics(args) -> int:
     from .metrics import append_jsonl, checkpoint_kimg, compute_image_metrics, compute_metrics
     from .training.checkpoint import resolve_checkpoint, run_checkpoints
@@ -358,6 +372,12 @@ def _model_args(s) -> None:
     s.add_argument("--trunc-cutoff", type=_positive_int, default=None, help="truncate only the first N layers")
     s.add_argument("--noise", choices=["random", "const", "none"], default="const")
     s.add_argument("--device", default="auto")
+    _class_arg(s)
+
+
+def _class_arg(s) -> None:
+    s.add_argument("--class", dest="class_index", type=_int_at_least(0), default=None, metavar="N",
+                   help="the class to draw, for a class-conditional model (imported ones may be)")
 
 
 def _add_animate(sub) -> None:
@@ -495,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a GAN (resumable)")
     s.add_argument("--data", required=True, help="dataset zip from `facesynth dataset`, or any folder/zip of images")
     s.add_argument("--out", required=True, help="run folder (snapshots, sample grids, stats.jsonl, tensorboard)")
-    s.add_argument("--preset", default="stylegan2-64-cpu", help="see `facesynth presets`")
+    s.add_argument("--preset", default=None, help="see `facesynth presets` (default: stylegan2-64-cpu, or with "
+                   "--init-from the networks of the model it starts from)")
     s.add_argument("--kimg", type=_positive_float, default=100.0, help="train until this many thousand images")
     s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
     s.add_argument("--seed", type=int, default=0)
@@ -567,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-align", action="store_true", help="the photo is already aligned: only crop and resize")
     s.add_argument("--no-video", action="store_true")
     s.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
+    _class_arg(s)
     s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors for the loss (default: $FACESYNTH_LPIPS, "
                    "else the FID Inception's activations)")
     s.add_argument("--inception", default=None, help="FID Inception TorchScript file")
@@ -598,6 +620,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the .safetensors to write")
     s.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("import", help="convert NVIDIA's StyleGAN2 checkpoints (stylegan2-ada-pytorch and TF "
+                       ".pkl) or rosinality's .pt into a facesynth model file, running nothing from them")
+    s.add_argument("src", help="the .pkl or .pt (read with a restricted unpickler: no code in it ever runs)")
+    s.add_argument("--out", required=True, help="the .safetensors to write")
+    s.add_argument("--what", choices=["generator", "all"], default="generator",
+                   help="generator: the EMA generator alone (for drawing); all: G, D and G_ema (for "
+                        "`train --init-from`)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint (or of images "
                        "generated elsewhere)")

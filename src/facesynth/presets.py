@@ -107,6 +107,23 @@ class GANConfig(JsonConfig):
     mapping_layers: int = 8
     mapping_lr_multiplier: float = 0.01
     mbstd_group: int = 4
+    mbstd_channels: int = 1  # feature maps the minibatch standard deviation adds (0: none)
+    # StyleGAN2's network forms (stylegan2-ada-pytorch's "architecture"): G "skip" (a toRGB at every resolution,
+    # summed), "resnet" (residual blocks, one toRGB at the top) or "orig" (plain blocks, one toRGB); D "resnet",
+    # "skip" (the image read at every resolution) or "orig".  The presets use skip G and resnet D (config F);
+    # imported models keep their own.
+    g_architecture: str = "skip"
+    d_architecture: str = "resnet"
+    # Convolution outputs clamped to +-conv_clamp: stylegan2-ada's guard for float16 layers, and part of the
+    # function its models compute, so imported models keep it.
+    conv_clamp: float | None = None
+    # Class-conditional models: c_dim classes given as one-hot labels, embedded into the mapping's input.  D
+    # projects its output onto the label mapped by d_mapping_layers layers to d_cmap_dim features (default:
+    # its 4x4 channel count).
+    c_dim: int = 0
+    d_cmap_dim: int | None = None
+    d_mapping_layers: int = 8
+    d_mapping_lr_multiplier: float = 0.01
     # Training
     loss: str = "logistic"  # "logistic" (non-saturating, R1) or "wgan-gp" (ProGAN: gradient penalty + drift)
     gp_lambda: float = 10.0
@@ -217,8 +234,33 @@ class GANConfig(JsonConfig):
             raise bad(f"image_channels must be 1 or 3, got {self.image_channels}")
         if self.mapping_layers > 32:
             raise bad(f"mapping_layers must be at most 32, got {self.mapping_layers}")
+        self._validate_forms(bad)
         self._validate_ranges(bad)
         return self
+
+    def _validate_forms(self, bad) -> None:
+        """The StyleGAN2 network forms, clamping, minibatch-stddev channels and class conditioning."""
+        if self.g_architecture not in G_ARCHITECTURES or self.d_architecture not in D_ARCHITECTURES:
+            raise bad(f"g_architecture must be one of {', '.join(G_ARCHITECTURES)} and d_architecture one of "
+                      f"{', '.join(D_ARCHITECTURES)}; got {self.g_architecture!r}, {self.d_architecture!r}")
+        forms_changed = (self.g_architecture, self.d_architecture) != (G_ARCHITECTURES[0], D_ARCHITECTURES[0])
+        if forms_changed and self.arch != "stylegan2":
+            raise bad("g_architecture and d_architecture are forms of stylegan2's networks")
+        if forms_changed and self.progressive:
+            raise bad("progressive growing needs the skip generator and resnet discriminator")
+        if self.conv_clamp is not None and not 0 < self.conv_clamp <= 1e9:
+            raise bad(f"conv_clamp must be null or a positive number, got {self.conv_clamp!r}")
+        m = self.mbstd_channels
+        if not 0 <= m <= MAX_CHANNELS or (m and self.channels_at(4) % m):
+            raise bad(f"mbstd_channels must be 0 or divide the {self.channels_at(4)} channels at 4x4, got {m!r}")
+        if not 0 <= self.c_dim <= MAX_DIM:
+            raise bad(f"c_dim must be from 0 to {MAX_DIM}, got {self.c_dim!r}")
+        if self.c_dim and (self.arch != "stylegan2" or self.mapping_layers == 0):
+            raise bad("class conditioning (c_dim > 0) needs stylegan2 with a mapping network")
+        if self.d_cmap_dim is not None and not 1 <= self.d_cmap_dim <= MAX_DIM:
+            raise bad(f"d_cmap_dim must be null or from 1 to {MAX_DIM}, got {self.d_cmap_dim!r}")
+        if not 0 <= self.d_mapping_layers <= 32:
+            raise bad(f"d_mapping_layers must be from 0 to 32, got {self.d_mapping_layers!r}")
 
     def _validate_ranges(self, bad) -> None:
         """Every other number within what training and inference can use (types are checked already)."""
@@ -230,7 +272,7 @@ class GANConfig(JsonConfig):
             v = getattr(self, name)
             if not 1 <= v <= MAX_BATCH:
                 raise bad(f"{name} must be a whole number from 1 to {MAX_BATCH}, got {v!r}")
-        for name in ("g_lr", "d_lr", "mapping_lr_multiplier", "snapshot_kimg"):
+        for name in ("g_lr", "d_lr", "mapping_lr_multiplier", "d_mapping_lr_multiplier", "snapshot_kimg"):
             v = getattr(self, name)
             if not 0 < v <= 1e6:
                 raise bad(f"{name} must be positive (and at most 1e6), got {v!r}")
@@ -270,6 +312,8 @@ class GANConfig(JsonConfig):
 
 
 ARCHS = ("stylegan2", "stylegan1", "progan")
+G_ARCHITECTURES = ("skip", "resnet", "orig")  # the first of each is the default
+D_ARCHITECTURES = ("resnet", "skip", "orig")
 LOSSES = ("logistic", "wgan-gp")
 PRESETS: dict[str, GANConfig] = {}
 

@@ -30,13 +30,17 @@ class Generator(nn.Module):
         self.z_dim = cfg.z_dim
         self.num_ws = cfg.num_ws
         self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
-                                      cfg.mapping_lr_multiplier, cfg.w_avg_beta)
+                                      cfg.mapping_lr_multiplier, cfg.w_avg_beta, c_dim=cfg.c_dim)
         self.synthesis = build_synthesis(cfg)
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "random") -> torch.Tensor:
-        ws = self.mapping(z, truncation_psi, truncation_cutoff)
+                noise_mode: str = "random", c: torch.Tensor | None = None) -> torch.Tensor:
+        ws = self.mapping(z, truncation_psi, truncation_cutoff, c=c)
         return self.synthesis(ws, noise_mode=noise_mode)
+
+    def select_class(self, index: int | None) -> None:
+        """A class-conditional generator draws class ``index`` whenever it is given no labels."""
+        self.mapping.select_class(index)
 
     def set_growth(self, resolution: int, alpha: float = 1.0) -> None:
         self.synthesis.set_growth(resolution, alpha)

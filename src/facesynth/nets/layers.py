@@ -28,6 +28,16 @@ def activate(x: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {activation!r}")
 
 
+def scale_and_clamp(x: torch.Tensor, gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
+    """A layer's output gain, then (``clamp``) its values limited to +-clamp * gain: stylegan2-ada's
+    ``conv_clamp``, which keeps reduced-precision layers finite and is part of what its models compute."""
+    if gain != 1.0:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp * gain, clamp * gain)
+    return x
+
+
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Scale each vector to unit mean square (the mapping network's input norm, and pixel norm)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
@@ -108,8 +118,9 @@ class EqualConv2d(nn.Module):
     """Convolution with run-time weight scaling and optional anti-aliased 2x down-sampling."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", down: bool = False):
+                 activation: str = "linear", down: bool = False, clamp: float | None = None):
         super().__init__()
+        self.clamp = clamp
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
@@ -135,8 +146,7 @@ class EqualConv2d(nn.Module):
             x = F.conv2d(x, w, padding=k // 2)
         if self.bias is not None:
             x = x + self.bias.view(1, -1, 1, 1).to(x.dtype)
-        x = activate(x, self.activation)
-        return x * gain if gain != 1.0 else x
+        return scale_and_clamp(activate(x, self.activation), gain, self.clamp)
 
     def extra_repr(self) -> str:
         return (f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, k={self.kernel_size}, "

@@ -60,7 +60,7 @@ RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_w
 class TrainOptions:
     data: str
     out: str
-    preset: str = "stylegan2-64-cpu"
+    preset: str | None = None  # default: the config of init_from's model, else DEFAULT_PRESET
     kimg: float = 100.0
     seed: int = 0
     resume: str | None = None
@@ -84,6 +84,16 @@ class TrainOptions:
     channels_last: str = "auto"  # auto, on, off
     compile: bool = False  # torch.compile the main G and D passes
     modconv: str = "auto"  # auto (timed on a GPU), shared or grouped
+
+
+DEFAULT_PRESET = "stylegan2-64-cpu"
+
+
+def initial_config(opts: TrainOptions):
+    """A new run's config: the preset named, else (fine-tuning) the networks of the model it starts from."""
+    if opts.preset is None and opts.init_from:
+        return ckpt.read_model_file(ckpt.resolve_checkpoint(opts.init_from))[0]
+    return get_preset(opts.preset or DEFAULT_PRESET)
 
 
 def make_optimizer(params, lr: float, reg_interval: int | None) -> torch.optim.Adam:
@@ -151,10 +161,13 @@ class Trainer:
                 raise FacesynthError(f"cannot change {sorted(bad)} when resuming: they define the networks")
             self.cfg = self.cfg.replace(**opts.overrides).validate("resumed config")
         else:
-            self.cfg = get_preset(opts.preset).replace(**opts.overrides).validate("training config")
+            self.cfg = initial_config(opts).replace(**opts.overrides).validate("training config")
         cfg = self.cfg
         if cfg.image_channels != 3:
             raise FacesynthError("only RGB training is supported (image_channels=3)")
+        if cfg.c_dim:
+            raise FacesynthError(f"training class-conditional models (c_dim={cfg.c_dim}) is not supported: data "
+                                 "sets carry no labels here; draw such a model with --class")
         self.seed = opts.seed  # a resumed run keeps the seed it started with (data order depends on it)
         torch.manual_seed(self.seed)
         self.G = build_generator(cfg).to(self.device)

@@ -21,7 +21,8 @@ from ..presets import GANConfig
 from . import checkpoint as ckpt
 
 # Everything that must agree for the old weights to mean the same in the new networks.
-SHARED_FIELDS = ("arch", "image_channels", "z_dim", "w_dim", "mapping_layers")
+SHARED_FIELDS = ("arch", "image_channels", "z_dim", "w_dim", "mapping_layers", "c_dim", "g_architecture",
+                 "d_architecture", "conv_clamp", "mbstd_channels")
 
 
 def check_compatible(old: GANConfig, new: GANConfig, source: str) -> None:
