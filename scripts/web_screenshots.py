@@ -84,6 +84,8 @@ def main() -> None:
         phone.goto(f"{url}/?seed={SEED}&psi=0.7")
         phone.wait_for_function(ALL_LOADED)
         phone.screenshot(path=str(out / "phone.png"))
+        phone.add_style_tag(content=".topbar { position: static; }")
+        phone.locator("#interpolation").screenshot(path=str(out / "phone-strip.png"))  # the strip wrapped to rows
         if args.dark:
             dark = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme="dark")
             dark.goto(f"{url}/?seed={SEED}&psi=0.7")

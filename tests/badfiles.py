@@ -160,3 +160,64 @@ def expected_problems(bad: dict[str, tuple[str, bytes]]) -> dict[str, int]:
         if problem:
             out[problem] = out.get(problem, 0) + 1
     return out
+
+
+# --------------------------------------------------------------------------- files of gigabytes, made in no time
+
+def _crc32_zeros(crc: int, n: int) -> int:
+    """zlib.crc32(b"\\0" * n, crc) without making the n bytes: appending a zero byte is a linear map of CRC-32's
+    register (columns probed with zlib itself), so n of them are that map's n-th power, by repeated squaring."""
+    def apply(m: list[int], x: int) -> int:
+        out, i = 0, 0
+        while x:
+            if x & 1:
+                out ^= m[i]
+            x, i = x >> 1, i + 1
+        return out
+
+    mask = 0xFFFFFFFF
+    m = [~zlib.crc32(b"\0", ~(1 << i) & mask) & mask for i in range(32)]
+    reg = ~crc & mask
+    while n:
+        if n & 1:
+            reg = apply(m, reg)
+        m, n = [apply(m, c) for c in m], n >> 1
+    return ~reg & mask
+
+
+def _deflated_zeros(head: bytes, zeros: int) -> bytes:
+    """Raw deflate of ``head`` followed by ``zeros`` zero bytes: as in bomb_png, one block of zeros repeated
+    (each refers only to its own output), so 3 GiB take 3 MB and no time to make."""
+    def block(data: bytes) -> bytes:
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+
+    chunk = 2**20
+    full, rest = divmod(zeros, chunk)
+    parts = [block(head)] + [block(b"\0" * chunk)] * full + [block(b"\0" * rest)]
+    return b"".join(parts) + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+
+
+def zip_of_zeros(path: Path, members: dict[str, tuple[bytes, int]]) -> None:
+    """A valid zip (sizes and CRCs true) whose member ``name`` is ``head`` followed by ``zeros`` zero bytes,
+    written by hand since the zipfile module would have to compress every byte: members up to 4 GiB."""
+    central = b""
+    with open(path, "wb") as f:
+        for name, (head, zeros) in members.items():
+            data, raw = _deflated_zeros(head, zeros), name.encode()
+            crc = _crc32_zeros(zlib.crc32(head), zeros)
+            # version needed, flags, method (deflate), time, date (1980-01-01), crc, sizes, name and extra lengths
+            fields = struct.pack("<HHHHHIIIHH", 20, 0, 8, 0, 0x21, crc, len(data), len(head) + zeros, len(raw), 0)
+            offset = struct.pack("<HHHII", 0, 0, 0, 0, f.tell())  # comment, disk, attributes, where
+            central += b"PK\x01\x02" + struct.pack("<H", 20) + fields + offset + raw
+            f.write(b"PK\x03\x04" + fields + raw + data)
+        start = f.tell()
+        f.write(central + b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(central),
+                                                     start, 0))
+
+
+def sparse_file(path: Path, head: bytes, size: int) -> None:
+    """``head`` then zeros up to ``size`` bytes, with no blocks written for the zeros."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
 import re
+import resource
 import time
 import zipfile
 
 import numpy as np
 import pytest
-from badfiles import KINDS, bad_files, bomb_png, expected_problems, inject_bad_files, make_file, picture, png16_rgb
+from badfiles import (KINDS, bad_files, bomb_png, expected_problems, inject_bad_files, make_file, picture, png16_rgb,
+                      sparse_file, zip_of_zeros)
 from PIL import Image, ImageFile
 
 from facesynth.cli import main
+from facesynth.data.build import build_dataset
 from facesynth.data.images import BadImage, check_header, decode_image, prepare_image
 from facesynth.data.loader import ImageDataset, batch_iterator
+
+GiB = 2**30
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -184,3 +191,182 @@ def test_utkface_with_one_percent_bad_files(utkface_zip, tmp_path, capsys):
     assert options["dataset"]["skipped"] == len(skipped)
     print(f"\nutkface+{len(bad)} bad: inject {t_inject:.1f}s, dataset 32² {t_dataset:.1f}s, "
           f"train 0.1 kimg {t_train:.1f}s; skipped {meta['skipped_problems']}")
+
+
+# --------------------------------------------------------------------------- bounded reading
+
+def in_child(fn):
+    """``fn()`` run in a forked process: its result, and how far that process's peak resident memory rose above
+    its size at the fork.  A child, because ru_maxrss only ever grows: here it would hold every earlier test's
+    peak.  The child may map only 1 GiB more than it had, so a reader that inflates a bomb fails in a second
+    instead of filling the machine."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(r)
+            with open("/proc/self/statm") as f:
+                mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            cap = mapped + GiB if hard == resource.RLIM_INFINITY else min(mapped + GiB, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            try:
+                out = ("ok", fn())
+            except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the test
+                out = ("raised", f"{type(e).__name__}: {e}")
+            grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+            with os.fdopen(w, "wb") as f:
+                pickle.dump((out, grew), f)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    (status, value), grew = pickle.loads(data)
+    assert status == "ok", value
+    return value, grew
+
+
+def _png(rng, w=40, h=48) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(picture(rng, w, h)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gigabyte_files(tmp_path, kind):
+    """One good image, ``bomb.png``: gigabytes of zeros, and ``tail.png``: a real PNG followed by gigabytes of
+    zeros; in a 3 MB zip whose members inflate to 3 GiB each, or as 2 GiB sparse files in a folder."""
+    good = _png(np.random.default_rng(5))
+    if kind == "zip":
+        src = tmp_path / "src.zip"
+        zip_of_zeros(src, {"good.png": (good, 0), "bomb.png": (b"", 3 * GiB), "tail.png": (good, 3 * GiB)})
+        assert src.stat().st_size < 8 * 2**20
+    else:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "good.png").write_bytes(good)
+        sparse_file(src / "bomb.png", b"", 2 * GiB)
+        sparse_file(src / "tail.png", good, 2 * GiB)
+    return src
+
+
+@pytest.mark.parametrize("reader", ["dataset", "train", "train on the fly"])
+@pytest.mark.parametrize("kind", ["zip", "folder"])
+def test_gigabytes_of_zeros_cost_their_first_bytes_not_gigabytes(tmp_path, kind, reader):
+    """QA (issue 23): a 3 MB zip holding a 3 GiB bomb.png of zeros took 6.3 GB and 64 s to say "not an image"."""
+    src = _gigabyte_files(tmp_path, kind)
+
+    def run():
+        t = time.perf_counter()
+        if reader == "dataset":
+            meta = build_dataset(src, tmp_path / "out.zip", 16, workers=2, quiet=True)
+            found = meta["count"], meta["skipped_problems"], {f["name"]: f["message"] for f in meta["skipped_files"]}
+        else:
+            ds = ImageDataset(src, 16, preload=reader == "train", quiet=True)
+            found = len(ds), dict(ds.bad_problems), {m.split(":")[0]: m for m in ds.bad}
+        return found, time.perf_counter() - t
+
+    (found, seconds), grew = in_child(run)
+    count, problems, messages = found
+    assert count == 1 and problems == {"not_an_image": 1, "too_large": 1}, messages
+    assert messages["bomb.png"].startswith("bomb.png: not an image")
+    size = "3.0 GiB" if kind == "zip" else "2.0 GiB"
+    assert messages["tail.png"] == (f"tail.png: file too large ({size}; an image within 8192x8192 pixels takes at "
+                                    "most 576 MiB), refused unread")
+    assert grew < 64 * 2**20, f"{grew / 2**20:.0f} MiB"
+    assert seconds < 5.0
+
+
+def test_images_larger_than_the_first_bytes_checked_are_read_whole(tmp_path):
+    from facesynth.data.images import HEAD_BYTES, MAX_FILE_BYTES, ImageSource
+
+    noise = np.random.default_rng(6).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    big = buf.getvalue()
+    assert len(big) > 2 * HEAD_BYTES and MAX_FILE_BYTES == 8 * 8192 * 8192 + 64 * 2**20
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.png").write_bytes(big)
+    with zipfile.ZipFile(tmp_path / "src.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", big)
+    for src in (tmp_path / "src", tmp_path / "src.zip"):
+        source = ImageSource(src)
+        assert source.read(0) == big and np.array_equal(decode_image(source.read(0)), noise)
+
+
+# --------------------------------------------------------------------------- names and links
+
+ODD_NAMES = ["two\nlines.jpg", "red\x1b[31m.jpg", "back\u202egpj.png", "bell\a.gif"]
+
+
+@pytest.mark.parametrize("reader", ["dataset", "train"])
+def test_names_with_newlines_and_escapes_are_quoted_in_messages(tmp_path, capsys, reader):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        (src / f"good{i}.png").write_bytes(_png(np.random.default_rng(i)))
+    for name in ODD_NAMES:
+        (src / name).write_text("notes, not a photo")
+    if reader == "dataset":
+        assert main(["dataset", str(src), str(tmp_path / "out.zip"), "--resolution", "16", "--quiet"]) == 0
+        with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+            meta = json.loads(zf.read("dataset.json"))
+        assert {f["name"] for f in meta["skipped_files"]} == set(ODD_NAMES)  # the real names, JSON-escaped
+    else:
+        assert len(ImageDataset(src, 16, quiet=True)) == 2
+    err = capsys.readouterr().err
+    assert not any(c in err for c in "\x1b\u202e\a"), err
+    lines = _skip_lines(err)
+    assert len(lines) == len(ODD_NAMES) == len(err.strip().splitlines())
+    for name in ODD_NAMES:
+        assert sum(ln.startswith(f"skipped {name!r}: not an image") for ln in lines) == 1, (name, lines)
+
+
+def test_links_out_of_the_folder_are_skipped_and_links_within_it_read_once(tmp_path, capsys):
+    """QA (issue 23): a link to /etc/passwd in a source folder was opened and reported."""
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(_png(np.random.default_rng(7)))
+    (outside / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.png").write_bytes(_png(np.random.default_rng(8)))
+    (src / "sub" / "b.png").write_bytes(_png(np.random.default_rng(9)))
+    (src / "raw.dat").write_bytes(_png(np.random.default_rng(10)))  # an image under a name not read as one
+    (src / "passwd.jpg").symlink_to(outside / "passwd")
+    (src / "secret.png").symlink_to("../private/secret.png")
+    (src / "more").symlink_to(outside, target_is_directory=True)
+    (src / "again.png").symlink_to(src / "a.png")  # within: a.png is read once
+    (src / "sub" / "up.png").symlink_to("../sub/b.png")
+    (src / "alias.png").symlink_to("raw.dat")  # within, and read only through the link
+    (src / "loop").symlink_to(".", target_is_directory=True)
+    (src / "self.png").symlink_to("self.png")  # a loop: not listed, and no crash
+    (src / "gone.jpg").symlink_to("../private/gone.jpg")  # dangling, and outside
+    meta = build_dataset(src, tmp_path / "out.zip", 16, quiet=True)
+    outside_links = {"passwd.jpg", "secret.png", "more", "gone.jpg"}
+    assert meta["count"] == 3 and meta["skipped_problems"] == {"link_outside": 4}
+    assert {f["name"]: f["message"] for f in meta["skipped_files"]} == {
+        n: f"{n}: a link to outside the folder" for n in outside_links}
+    assert sorted(_skip_lines(capsys.readouterr().err)) == sorted(
+        f"skipped {n}: a link to outside the folder" for n in outside_links)
+    ds = ImageDataset(src, 16, quiet=True)
+    assert len(ds) == 3 and ds.bad_problems == {"link_outside": 4}
+
+
+def test_a_damaged_zip_member_is_skipped_not_a_crash(tmp_path):
+    rng = np.random.default_rng(11)
+    good, damaged = _png(rng), bytearray(_png(rng))
+    with zipfile.ZipFile(tmp_path / "src.zip", "w") as zf:  # stored: the member's bytes lie in the zip as they are
+        zf.writestr("good.png", good)
+        zf.writestr("damaged.png", bytes(damaged))
+    data = bytearray((tmp_path / "src.zip").read_bytes())
+    at = data.index(bytes(damaged)) + len(damaged) // 2
+    data[at] ^= 0xFF  # the checksum no longer matches
+    (tmp_path / "src.zip").write_bytes(bytes(data))
+    meta = build_dataset(tmp_path / "src.zip", tmp_path / "out.zip", 16, quiet=True)
+    assert meta["count"] == 1 and meta["skipped_problems"] == {"corrupt": 1}
+    assert meta["skipped_files"][0]["message"].startswith("damaged.png: damaged zip member (Bad CRC-32")
+    ds = ImageDataset(tmp_path / "src.zip", 16, preload=True, quiet=True)
+    assert len(ds) == 1 and ds.bad_problems == {"corrupt": 1}

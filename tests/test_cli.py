@@ -155,3 +155,168 @@ def test_training_refuses_unknown_metrics_before_training(face_dataset, tmp_path
                  "--metrics", "fidd10k"]) == 2
     assert "unknown metric 'fidd10k'" in _err(capsys)
     assert not (tmp_path / "r" / "latest.json").exists()
+
+
+# --------------------------------------------------------------------------- QA issue 23: what the CLI accepts
+
+def _usage_error(argv, capsys) -> str:
+    """``main(argv)`` must stop at parse time with argparse's usage error (exit 2): no traceback, nothing run."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def _leaf_parsers():
+    """(command, parser) of every command and animate subcommand."""
+    import argparse
+
+    from facesynth.cli import build_parser
+
+    def subparsers(p):
+        return next((a.choices for a in p._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    for name, p in subparsers(build_parser()).items():
+        inner = subparsers(p)
+        yield from ((f"{name} {n}", q) for n, q in inner.items()) if inner else [(name, p)]
+
+
+NOT_YET: set[str] = set()  # commands whose options are not yet range-checked (none)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["generate", "--trunc", "1e308"], "--trunc"),
+    (["generate", "--trunc", "nan"], "--trunc"),
+    (["generate", "--trunc", "inf"], "--trunc"),
+    (["generate", "--batch", "0"], "--batch"),
+    (["generate", "--cols", "-3"], "--cols"),
+    (["generate", "--seeds", "99999999999999999999"], "--seeds"),
+    (["generate", "--seeds", "4294967290-4294967299"], "--seeds"),
+    (["generate", "--trunc-cutoff", "1.5"], "--trunc-cutoff"),
+    (["train", "--data", "d", "--kimg", "inf"], "--kimg"),
+    (["train", "--data", "d", "--workers", "-1"], "--workers"),
+    (["train", "--data", "d", "--seed", "99999999999999999999"], "--seed"),
+    (["train", "--data", "d", "--lr", "nan"], "--lr"),
+    (["train", "--data", "d", "--mixing", "2"], "--mixing"),
+    (["noise", "--seed", "-1"], "--seed"),
+    (["interpolate", "--seconds", "1e400"], "--seconds"),
+    (["serve", "--port", "70000"], "--port"),
+    (["animate", "eval", "--ckpt", "c", "--data", "d", "--finetune-steps", "-2"], "--finetune-steps"),
+])
+def test_numbers_out_of_range_are_usage_errors(argv, option, tmp_path, capsys):
+    """QA issue 23 #7: these were tracebacks (or, for --trunc nan/inf, an all-black grid and exit 0)."""
+    if argv[0] in ("generate", "train"):
+        argv = argv + ["--out", str(tmp_path / "o.png")]
+    line = _usage_error(argv, capsys)
+    assert line.startswith(f"facesynth {' '.join(argv[:2]) if argv[0] == 'animate' else argv[0]}: error: "
+                           f"argument {option}"), line
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_numeric_option_is_range_checked():
+    for command, parser in _leaf_parsers():
+        if command in NOT_YET:
+            continue
+        for action in parser._actions:
+            assert action.type not in (int, float), f"{command} {action.option_strings}: unchecked {action.type}"
+
+
+# (Short runs, so that without the check each would finish quickly, writing into the current folder.)
+@pytest.mark.parametrize("argv", [
+    ["generate", "--seeds", "1", "--out", ""],
+    ["generate", "--seeds", "1", "--out", "x.png", "--ckpt", ""],
+    ["train", "--data", "{data}", "--out", "", "--preset", "tiny", "--kimg", "0.008", "--quiet"],
+    ["train", "--data", "", "--out", "r"],
+    ["train", "--data", "{data}", "--out", "r", "--resume", " "],
+    ["mix", "--rows", "1", "--cols", "2", "--out", ""],
+    ["noise", "--draws", "1", "--out", ""],
+    ["interpolate", "--seeds", "1,2", "--seconds", "0.5", "--fps", "2", "--out", ""],
+    ["project", "--target", "{data}", "--out", ""],
+    ["export", "--ckpt", "{data}", "--out", ""],
+    ["import", "", "--out", "x.safetensors"],
+    ["dataset", "{data}", "", "--resolution", "16"],
+    ["align", "{data}", ""],
+    ["animate", "prepare", "{data}", ""],
+    ["animate", "run", "--ckpt", "{data}", "--driver", "{data}", "--out", ""],
+    ["animate", "finetune", "--ckpt", "{data}", "--images", "{data}", "--out", ""],
+    ["animate", "train", "--data", "{data}", "--out", "", "--steps", "1"],
+    ["animate", "eval", "--ckpt", "{data}", "--data", "{data}", "--out", ""],
+    ["demo", "--data", "", "--out", "d", "--minutes", "0.01"],
+])
+def test_empty_paths_are_usage_errors(argv, face_dataset, tmp_path, monkeypatch, capsys):
+    """QA issue 23 #6: `generate --out ""` and `train --out ""` wrote into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    line = _usage_error([a.format(data=face_dataset) for a in argv], capsys)
+    assert "must not be empty" in line, line
+    assert not list(tmp_path.iterdir())
+
+
+def test_outputs_onto_their_own_inputs_are_refused(tiny_run, face_dataset, tmp_path, capsys):
+    """QA issue 23 #5: `dataset src.zip src.zip` replaced its input; `export` over the snapshot it read left a
+    G-only file that --resume refused."""
+    import os
+    import shutil
+
+    src = tmp_path / "src.zip"
+    shutil.copy(face_dataset, src)
+    snap = tmp_path / "run" / ckpt.list_snapshots(tiny_run)[-1].name
+    shutil.copytree(ckpt.list_snapshots(tiny_run)[-1], snap)
+    model = snap / "model.safetensors"
+    os.link(model, tmp_path / "hard-link.safetensors")
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"not decoded: refused before reading")
+    before = {p: p.read_bytes() for p in (src, model, photo)}
+    for argv in (["dataset", str(src), str(src), "--resolution", "16"],
+                 ["dataset", str(src), str(tmp_path / "." / "src.zip"), "--resolution", "16"],
+                 ["export", "--ckpt", str(model), "--out", str(model)],
+                 ["export", "--ckpt", str(snap), "--out", str(model)],
+                 ["export", "--ckpt", str(snap.parent), "--out", str(tmp_path / "hard-link.safetensors")],
+                 ["import", str(model), "--out", str(model)],
+                 ["generate", "--ckpt", str(snap), "--seeds", "1", "--out", str(model)],
+                 ["align", str(photo), str(photo)],
+                 ["mix", "--ckpt", str(snap), "--rows", f"1,{photo}", "--cols", "2", "--out", str(photo)],
+                 ["animate", "run", "--ckpt", str(tmp_path / "none"), "--driver", str(photo), "--out", str(photo)]):
+        assert main(argv) == 2, argv
+        assert "would overwrite the input" in _err(capsys), argv
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert any(k.startswith("D.") for k in ckpt.read_model(snap)[1])  # still a full snapshot, resumable
+    assert main(["export", "--ckpt", str(snap), "--out", str(tmp_path / "e.safetensors")]) == 0  # elsewhere: fine
+
+
+def test_a_config_too_large_to_build_is_refused_with_its_size(face_dataset, tmp_path):
+    """QA issue 23 #3: a config within every limit of validate() but an 11.8 GB generator died in the
+    allocator.  Run in a process limited to 8 GiB of address space, so that without the check it fails
+    there instead of filling this machine's memory."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, resource.RLIM_INFINITY))
+
+    argv = ["train", "--data", str(face_dataset), "--out", str(tmp_path / "r"), "--kimg", "0.008", "--quiet",
+            "--set", "resolution=4096", "--set", "channel_max=4096", "--set", "channel_base=16777216"]
+    proc = subprocess.run([sys.executable, "-m", "facesynth", *argv], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("facesynth train: error: config ") and "GiB" in line and "Traceback" not in proc.stderr
+    assert not ckpt.list_snapshots(tmp_path / "r")
+    from facesynth.nets import MAX_NETWORK_BYTES, check_network_size  # after the run: it is what fails without
+    from facesynth.presets import PRESETS
+
+    sizes = {name: check_network_size(cfg) for name, cfg in PRESETS.items()}  # the same estimate passes them all
+    assert max(sizes.values()) < MAX_NETWORK_BYTES / 8 and sizes["stylegan2-1024-paper"] == max(sizes.values())
+
+
+def test_every_command_that_computes_takes_threads(tiny_run, tmp_path, monkeypatch, capsys):
+    """QA issue 23 #20: only train and animate train had --threads."""
+    for command, parser in _leaf_parsers():
+        if command not in NOT_YET | {"presets"}:
+            assert any("--threads" in a.option_strings for a in parser._actions), command
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    assert main(["generate", "--ckpt", str(tiny_run), "--seeds", "1", "--out", str(tmp_path / "g.png"),
+                 "--threads", "2"]) == 0
+    assert calls == [2]
+    assert "--threads" in _usage_error(["dataset", "a", "b.zip", "--resolution", "16", "--threads", "0"], capsys)

@@ -23,7 +23,8 @@ from facesynth.training.loop import TrainOptions, train
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
 # The child process: trains (resuming), prints "step N" after every step, and on request kills itself
-# with SIGKILL half-way through writing the Nth safetensors file or just before renaming the Nth snapshot.
+# with SIGKILL half-way through writing the Nth safetensors file (or the Nth history/ file), or just before
+# renaming the Nth snapshot.
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
     spec = json.loads(sys.argv[1])
@@ -32,12 +33,14 @@ CHILD = textwrap.dedent("""
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    saves = {"n": 0}
+    saves = {"n": 0, "history": 0}
     real_save = ckpt.save_file
     def save_file(tensors, filename, metadata=None):
         saves["n"] += 1
+        in_history = os.path.basename(os.path.dirname(filename)) == ckpt.HISTORY_DIR
+        saves["history"] += in_history
         real_save(tensors, filename, metadata=metadata)
-        if saves["n"] == spec.get("kill_in_save"):
+        if saves["n"] == spec.get("kill_in_save") or (in_history and saves["history"] == spec.get("kill_in_history")):
             os.truncate(filename, os.path.getsize(filename) // 2)  # a torn file, then the power goes
             die()
     ckpt.save_file = save_file
@@ -138,6 +141,68 @@ def test_gan_training_survives_repeated_sigkill(face_dataset, tmp_path):
     kimg = [r["kimg"] for r in ckpt.read_jsonl(run / "stats.jsonl")]
     assert kimg == sorted(set(kimg)) and len(kimg) == 12
     assert [s.name for s in ckpt.list_snapshots(run)] == ["snapshot-000000080", "snapshot-000000096"]
+
+
+def _assert_same_file(a: Path, b: Path) -> None:
+    """Same tensors, bit for bit, and the same metadata (safetensors orders metadata keys differently in every
+    process, so the files' bytes are not compared)."""
+    (meta_a, _), (meta_b, _) = ckpt.safetensors_header(a), ckpt.safetensors_header(b)
+    assert meta_a == meta_b, f"{b.name}: metadata differs"
+    ta, tb = ckpt.read_safetensors(a), ckpt.read_safetensors(b)
+    assert set(ta) == set(tb), f"{b.name}: other tensors"
+    for k in ta:
+        assert ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]), f"{b.name}: {k} differs"
+
+
+def test_history_is_complete_after_kills_around_its_writes(face_dataset, tmp_path):
+    options = dict(data=str(face_dataset), preset="tiny", kimg=0.096, seed=5, quiet=True, tensorboard=False,
+                   grid_size=4, tick_kimg=0.008, keep_snapshots=2, resume="auto",
+                   overrides={"snapshot_kimg": 0.016, "r1_interval": 2})
+    train(TrainOptions(out=str(tmp_path / "reference"), **options))
+    reference = ckpt.list_generator_history(tmp_path / "reference")
+    assert len(reference) == 6
+    options["out"] = str(tmp_path / "crashed")
+    # Torn history files (the 2nd of a session, then the 1st) and a death just before a snapshot's rename.
+    run = _kill_and_resume(tmp_path, "gan", options,
+                           [{"kill_in_history": 2}, {"kill_in_rename": 1}, {"kill_in_history": 1}])
+    _assert_same(tmp_path / "reference", run, atol=0)
+    assert [p.name for p in ckpt.list_generator_history(run)] == [p.name for p in reference]
+    for ref in reference:
+        _assert_same_file(ref, run / ckpt.HISTORY_DIR / ref.name)
+    # A run left with a snapshot but no history entry (a crash under an older version) gets it back on resume.
+    lost = run / ckpt.HISTORY_DIR / reference[-1].name
+    lost.unlink()
+    train(TrainOptions(**options))
+    _assert_same_file(reference[-1], lost)
+
+
+def test_tick_after_a_mid_tick_resume_is_marked_partial(face_dataset, tmp_path):
+    # Ticks of 3 steps, snapshots every 2: killed before the rename of the snapshot at step 4, the run
+    # resumes from step 2, one step into the tick that ends at step 3.
+    options = dict(data=str(face_dataset), preset="tiny", kimg=0.048, seed=2, quiet=True, tensorboard=False,
+                   grid_size=4, tick_kimg=0.024, resume="auto", overrides={"snapshot_kimg": 0.016})
+    train(TrainOptions(out=str(tmp_path / "reference"), **options))
+    options["out"] = str(tmp_path / "crashed")
+    run = _kill_and_resume(tmp_path, "gan", options, [{"kill_in_rename": 2}])
+    _assert_same(tmp_path / "reference", run, atol=0)
+
+    def ticks(path):
+        return [(r["kimg"], r["tick_steps"], r["partial"]) for r in ckpt.read_jsonl(path / "stats.jsonl")]
+
+    assert ticks(tmp_path / "reference") == [(0.024, 3, False), (0.048, 3, False)]
+    assert ticks(run) == [(0.024, 1, True), (0.048, 3, False)]
+
+
+def test_short_ticks_of_talking_head_training_are_marked_partial(tmp_path):
+    from test_animate import TINY, synthetic_clips
+
+    clips = synthetic_clips(tmp_path / "clips")
+    options = dict(data=str(clips), out=str(tmp_path / "run"), seed=4, quiet=True, tick_steps=2, resume="auto",
+                   overrides={**TINY, "snapshot_steps": 3})
+    meta_train(MetaTrainOptions(steps=3, **options))  # stops one step into its second tick
+    meta_train(MetaTrainOptions(steps=6, **options))  # resumes there
+    ticks = [(r["step"], r["tick_steps"], r["partial"]) for r in ckpt.read_jsonl(tmp_path / "run" / "stats.jsonl")]
+    assert ticks == [(2, 2, False), (3, 1, True), (4, 1, True), (6, 2, False)]
 
 
 def test_talking_head_training_survives_repeated_sigkill(tmp_path):

@@ -1,13 +1,16 @@
 import io
 import json
+import time
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from facesynth.cli import main
 from facesynth.data.build import build_dataset
-from facesynth.data.images import decode_image, to_square
+from facesynth.data import images
+from facesynth.data.images import ImageSource, decode_image, to_square
 from facesynth.data.loader import EpochSampler, ImageDataset
 from facesynth.errors import FacesynthError
 
@@ -94,6 +97,84 @@ def test_pickled_npy_is_refused(tmp_path):
     np.save(tmp_path / "evil.npy", obj, allow_pickle=True)
     with pytest.raises(FacesynthError, match="evil.npy"):
         build_dataset(tmp_path / "evil.npy", tmp_path / "o.zip", 8, quiet=True)
+
+
+def _npy_header(shape, descr="|u1") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+# (file, shape, dtype, bytes of data behind the header, what the one line says)
+LYING_ARRAYS = [
+    ("huge.npy", (100000, 1024, 1024, 3), "|u1", 100, "huge.npy: its header declares shape [100000, 1024, 1024, 3] of "
+     "uint8 (293.0 GiB), but the file holds 100 bytes of data: damaged or not an image array"),
+    ("huge.npz", (100000, 1024, 1024, 3), "|u1", 100, "huge.npz: its header declares shape [100000, 1024, 1024, 3] of "
+     "uint8 (293.0 GiB), but the file holds 100 bytes of data: damaged or not an image array"),
+    ("wide.npy", (1, 9000, 9000), "|u1", 81_000_000, "wide.npy: shape [1, 9000, 9000] declares images of 9000x9000 "
+     "pixels, over the 8192x8192 pixels limit"),
+    ("many.npy", (40, 4, 4), "|u1", 640, "many.npy: shape [40, 4, 4] declares 40 images, over the 20 one array "
+     "may hold"),  # with MAX_ARRAY_IMAGES at 20: 10 million 2x2 images would take minutes to skip one by one
+    ("words.npy", (4, 8, 8, 3), "<U4", 4 * 8 * 8 * 3 * 16, "words.npy: the array holds <U4 values, not pixel values"),
+]
+
+
+@pytest.mark.parametrize("name, shape, descr, data, message", LYING_ARRAYS, ids=[a[0] for a in LYING_ARRAYS])
+def test_array_headers_are_checked_before_their_data_is_read(tmp_path, capsys, monkeypatch, name, shape, descr, data,
+                                                             message):
+    """QA (issue 23): a .npy declaring 100000x1024x1024x3 ended `dataset` with NumPy's "Unable to allocate
+    293 GiB" traceback."""
+    monkeypatch.setattr(images, "MAX_ARRAY_IMAGES", 20, raising=False)
+    path = tmp_path / name
+    header = _npy_header(shape, descr)
+    if name.endswith(".npz"):
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("images.npy", header + bytes(data))
+    else:
+        with open(path, "wb") as f:  # sparse: the data is a hole
+            f.write(header)
+            f.truncate(len(header) + data)
+    t = time.perf_counter()
+    assert main(["dataset", str(path), str(tmp_path / "o.zip"), "--resolution", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"facesynth dataset: error: {tmp_path / message}"]
+    with pytest.raises(FacesynthError) as e:  # what `train --data` reads through
+        ImageDataset(path, 16, quiet=True)
+    assert str(e.value) == str(tmp_path / message)
+    assert time.perf_counter() - t < 2.0 and not (tmp_path / "o.zip").exists()
+
+
+def test_a_npz_too_large_for_memory_is_refused_before_decompressing(tmp_path, monkeypatch):
+    np.savez_compressed(tmp_path / "big.npz", images=np.zeros((4, 8, 8, 3), np.uint8))  # 768 bytes once inflated
+    monkeypatch.setattr(images, "_memory_bytes", lambda: 1000)
+    with pytest.raises(FacesynthError, match=r"big.npz: its array of shape \[4, 8, 8, 3\] takes 768 bytes once "
+                       r"decompressed, over half of this machine's 1000 bytes of memory: save it with np.save as "
+                       r".npy, which is read from disk as needed$"):
+        ImageSource(tmp_path / "big.npz")
+
+
+def test_a_npy_is_read_from_disk_as_needed(tmp_path):
+    arr = np.random.default_rng(1).integers(0, 255, (3, 20, 20), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", arr)
+    source = ImageSource(tmp_path / "a.npy")
+    assert isinstance(source._array, np.memmap) and source.read(2).shape == (20, 20, 1)
+    assert np.array_equal(decode_image(source.read(2))[..., 0], arr[2])
+
+
+def test_an_empty_source_or_destination_is_refused_not_the_current_folder(tmp_path, monkeypatch):
+    """QA (issue 23): `dataset "" x.zip` read the current folder (Path("") is "."), recursively."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    Image.fromarray(_gradient()).save(work / "face.png")
+    monkeypatch.chdir(work)
+    dest = tmp_path / "o.zip"
+    with pytest.raises(FacesynthError, match="^the source path is empty: name a file or folder$"):
+        build_dataset("", dest, 16, quiet=True)
+    with pytest.raises(FacesynthError, match="^the destination path is empty: name a file or folder$"):
+        build_dataset(work, "", 16, quiet=True)
+    with pytest.raises(FacesynthError, match="^the data path is empty: name a file or folder$"):
+        ImageDataset("", 16, quiet=True)  # `train --data ""`
+    assert not dest.exists() and sorted(p.name for p in work.iterdir()) == ["face.png"]
 
 
 @pytest.mark.parametrize("res", [0, 3, 48, 100])

@@ -441,6 +441,42 @@ def test_a_huge_config_over_tiny_weights_is_refused_before_allocating(changes, s
         assert "do not match its config" in msg or "its config expects" in msg, msg
 
 
+def _with_huge_tensor(small_model: Path, path: Path, name: str | None, nbytes: int = 4 * 2**30) -> Path:
+    """The valid model file with one tensor (``name``, or its first own one if None) declared as ``nbytes`` of
+    float32: a consistent header over a sparse file, so writing it costs no disk and no memory."""
+    raw = small_model.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    name = name or sorted(k for k in header if k != "__metadata__")[0]
+    out, parts, end = {"__metadata__": header.pop("__metadata__")}, [], 0
+    for key, entry in header.items():
+        if key != name:
+            start, stop = entry["data_offsets"]
+            out[key] = {**entry, "data_offsets": [end, end + stop - start]}
+            parts.append(data[start:stop])
+            end += stop - start
+    out[name] = {"dtype": "F32", "shape": [nbytes // 4], "data_offsets": [end, end + nbytes]}
+    raw = json.dumps(out).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw + b"".join(parts))
+        f.truncate(8 + len(raw) + end + nbytes)
+    return path
+
+
+@pytest.mark.parametrize("name", ["G_ema.extra", None, "D.extra"], ids=["new", "resized", "in-D"])
+def test_export_refuses_a_huge_tensor_its_config_does_not_describe(name, small_model, tmp_path, capsys):
+    """QA issue 23 #2: export copied a 4 GiB tensor (4.7 GB resident, a 4 GiB output) that every loader refuses."""
+    path = _with_huge_tensor(small_model, tmp_path / "model.safetensors", name)
+    out = tmp_path / "exported.safetensors"
+    ckpt.export_generator(small_model, tmp_path / "warm.safetensors")  # the meta device's first use: not timed
+    msg = refused_quickly(ckpt.export_generator, path, out, max_seconds=2.0)
+    assert "model.safetensors" in msg and ("do not match its config" in msg or "its config expects" in msg), msg
+    assert main(["export", "--ckpt", str(path), "--out", str(out)]) == 2
+    assert one_line(capsys.readouterr().err) == f"facesynth export: error: {msg}"
+    assert not out.exists() and not temporaries(tmp_path)
+
+
 @pytest.mark.parametrize("growth", ['{"resolution": 1000000000}', '{"resolution": "8"}', '[8]',
                                     '{"resolution": 8, "alpha": NaN}', '{"resolution": 8, "alpha": 5}', "{nope"])
 def test_absurd_growth_state_is_refused(growth, small_model, tmp_path):

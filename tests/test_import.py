@@ -184,6 +184,10 @@ def test_refuses_other_files_with_one_line(tmp_path):
         import_checkpoint(src, src, quiet=True)
     with pytest.raises(FacesynthError, match="no such file"):
         import_checkpoint(tmp_path / "missing.pkl", tmp_path / "x.safetensors", quiet=True)
+    with pytest.raises(FacesynthError, match="empty path"):
+        import_checkpoint(src, "", quiet=True)
+    with pytest.raises(FacesynthError, match="is a folder"):
+        import_checkpoint(src, tmp_path, quiet=True)
 
 
 def _tf_as_rosinality(tf_pickle_path: Path) -> dict:

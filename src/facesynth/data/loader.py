@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..errors import FacesynthError
 from .build import read_dataset_meta
-from .images import BadImage, ImageSource, check_header, check_resolution, prepare_image
+from .images import BadImage, ImageSource, check_header, check_resolution, given_path, prepare_image, shown
 
 PRELOAD_LIMIT_BYTES = int(float(os.environ.get("FACESYNTH_PRELOAD_GB", "6")) * 2**30)
 
@@ -32,14 +32,14 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, path: str | Path, resolution: int, square: str = "crop", preload: bool | None = None,
                  quiet: bool = False, max_images: int | None = None):
         check_resolution(resolution)
-        self.path = Path(path)
+        self.path = given_path(path, "data")
         self.resolution = resolution
         self.square = square
         self.meta = read_dataset_meta(self.path)
         self.source = ImageSource(self.path)
         n = len(self.source) if max_images is None else min(max_images, len(self.source))
         if n == 0:
-            raise FacesynthError(f"{self.path}: no images found")
+            raise FacesynthError(f"{shown(self.path)}: no images found")
         self.indices = np.arange(n)
         self.bad: list[str] = []  # one message per skipped file, naming it and its problem
         self.bad_problems: Counter = Counter()  # problem (data.images.PROBLEMS) -> files skipped
@@ -72,9 +72,9 @@ class ImageDataset(torch.utils.data.Dataset):
             except BadImage as e:
                 return e
 
-        self._scan(work, n, f"loading {self.path.name}", quiet)
+        self._scan(work, n, f"loading {shown(self.path.name)}", quiet)
         if not ok.any():
-            raise FacesynthError(f"{self.path}: none of the {n} files could be read as an image")
+            raise FacesynthError(f"{shown(self.path)}: none of the {n} files could be read as an image")
         self.images = out[ok] if not ok.all() else out
         self.indices = self.indices[ok]
 
@@ -93,9 +93,9 @@ class ImageDataset(torch.utils.data.Dataset):
                 ok[i] = False
                 return e
 
-        self._scan(work, n, f"checking {self.path.name}", quiet)
+        self._scan(work, n, f"checking {shown(self.path.name)}", quiet)
         if not ok.any():
-            raise FacesynthError(f"{self.path}: none of the {n} files could be read as an image")
+            raise FacesynthError(f"{shown(self.path)}: none of the {n} files could be read as an image")
         self.indices = self.indices[ok]
 
     def _scan(self, work, n: int, desc: str, quiet: bool) -> None:
@@ -138,7 +138,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 if not self._reported[j]:
                     self._reported[j] = 1
                     print(f"skipped {e}", file=sys.stderr, flush=True)  # from a worker process, perhaps
-        raise FacesynthError(f"{self.path}: no readable images left")
+        raise FacesynthError(f"{shown(self.path)}: no readable images left")
 
     @property
     def skipped(self) -> int:

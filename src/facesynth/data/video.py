@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from ..errors import FacesynthError
 from ..util.atomic import atomic_path, check_writable_dir, write_json_atomic
 from .align import MIN_EYE_DISTANCE, LandmarkDetector, NoFace, thread_detector
+from .images import shown
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 FORMAT, VERSION = "facesynth-clips", 1
@@ -75,7 +76,7 @@ def _ffmpeg_reason(e: Exception) -> str:
 def _open(path: Path):
     """imageio-ffmpeg's frame generator, past its metadata, and the VideoInfo."""
     if not path.is_file():
-        raise FacesynthError(f"{path}: no such file")
+        raise FacesynthError(f"{shown(path)}: no such file")
     try:
         import imageio_ffmpeg
     except ImportError:
@@ -86,7 +87,7 @@ def _open(path: Path):
         w, h = meta["size"]
     except (OSError, RuntimeError, StopIteration, KeyError, TypeError) as e:
         gen.close()
-        raise FacesynthError(f"{path}: not a readable video (ffmpeg: {_ffmpeg_reason(e)})") from None
+        raise FacesynthError(f"{shown(path)}: not a readable video (ffmpeg: {_ffmpeg_reason(e)})") from None
     fps = float(meta.get("fps") or 0) or 25.0  # a stream without a rate: assume PAL's
     return gen, VideoInfo(path, fps, int(w), int(h), float(meta.get("duration") or 0))
 
@@ -108,7 +109,7 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None) -> Itera
                 break
             yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
     except (OSError, RuntimeError) as e:
-        raise FacesynthError(f"{path}: decoding failed ({_ffmpeg_reason(e)})") from None
+        raise FacesynthError(f"{shown(path)}: decoding failed ({_ffmpeg_reason(e)})") from None
     finally:
         gen.close()
 
@@ -357,7 +358,7 @@ def write_clip(out: str | os.PathLike, name: str, frames: Iterable[np.ndarray],
     out = Path(out)
     kept = [i for i, lm in enumerate(landmarks) if lm is not None]
     if not kept:
-        raise FacesynthError(f"{source or name}: no face found in any of its {len(landmarks)} frames")
+        raise FacesynthError(f"{shown(source or name)}: no face found in any of its {len(landmarks)} frames")
     crop = head_crop([landmarks[i] for i in kept])
     show = {kept[round(j * (len(kept) - 1) / max(PREVIEW_FRAMES - 1, 1))] for j in range(PREVIEW_FRAMES)}
     chunks, lms, pairs, decoded, area = [], [], [], 0, None
@@ -378,7 +379,7 @@ def write_clip(out: str | os.PathLike, name: str, frames: Iterable[np.ndarray],
         if i in show:
             pairs.append((img, lms[-1], i))
     if decoded < len(landmarks):
-        raise FacesynthError(f"{source or name}: {decoded} frames decoded, {len(landmarks)} expected")
+        raise FacesynthError(f"{shown(source or name)}: {decoded} frames decoded, {len(landmarks)} expected")
     offsets = np.zeros(len(chunks) + 1, np.int64)
     np.cumsum([len(c) for c in chunks], out=offsets[1:])
     arrays = {"jpeg": np.frombuffer(b"".join(chunks), np.uint8), "offsets": offsets,
@@ -398,12 +399,12 @@ def track_landmarks(path: str | os.PathLike, detector: LandmarkDetector | None =
     from tqdm import tqdm
 
     path = Path(path)
-    note = (lambda m: None) if quiet else (lambda m: tqdm.write(f"{path.name}: {m}", file=sys.stderr))
+    note = (lambda m: None) if quiet else (lambda m: tqdm.write(f"{shown(path.name)}: {m}", file=sys.stderr))
     tracker = FaceTracker(detector or thread_detector(), note=note)
     own = None
     if progress is None:
         total = min(probe_video(path).frames, max_frames or sys.maxsize)
-        progress = own = tqdm(total=total, desc=f"{path.name}: landmarks", unit="frame", disable=quiet,
+        progress = own = tqdm(total=total, desc=f"{shown(path.name)}: landmarks", unit="frame", disable=quiet,
                               leave=False, file=sys.stderr)
     landmarks = []
     try:
@@ -429,7 +430,7 @@ def prepare_clip(path: str | os.PathLike, out: str | os.PathLike, name: str, res
     with tqdm(total=total * 2, desc=name, unit="frame", disable=quiet, leave=False, file=sys.stderr) as bar:
         landmarks = track_landmarks(path, detector, max_frames, quiet, bar)
         if len(landmarks) < 2:
-            raise FacesynthError(f"{path}: {len(landmarks)} frame: a still image, not a video")
+            raise FacesynthError(f"{shown(path)}: {len(landmarks)} frame: a still image, not a video")
         bar.total = len(landmarks) * 2  # the header's count was an estimate
         with contextlib.closing(iter_frames(path, len(landmarks))) as frames:
             return write_clip(out, name, frames, landmarks, resolution, info.fps, str(path.resolve()), bar)
@@ -439,16 +440,17 @@ def _read_index(path: Path) -> dict:
     try:
         index = json.loads(path.read_text())
     except OSError as e:
-        raise FacesynthError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise FacesynthError(f"{shown(path)}: cannot read ({e.strerror or e})") from None
     except ValueError as e:
-        raise FacesynthError(f"{path}: not valid JSON ({e})") from None
+        raise FacesynthError(f"{shown(path)}: not valid JSON ({e})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("clips"), list):
-        raise FacesynthError(f"{path}: not a prepared-clips index (format {FORMAT!r} expected)")
+        raise FacesynthError(f"{shown(path)}: not a prepared-clips index (format {FORMAT!r} expected)")
     if index.get("version") != VERSION:
-        raise FacesynthError(f"{path}: clips index version {index.get('version')}, this facesynth reads {VERSION}")
+        raise FacesynthError(f"{shown(path)}: clips index version {index.get('version')}, this facesynth reads "
+                             f"{VERSION}")
     for c in index["clips"]:
         if not (isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("file"), str)):
-            raise FacesynthError(f"{path}: malformed clip entry {str(c)[:80]}")
+            raise FacesynthError(f"{shown(path)}: malformed clip entry {str(c)[:80]}")
     return index
 
 
@@ -475,7 +477,7 @@ def prepare_videos(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     if (out / "index.json").is_file():
         index = _read_index(out / "index.json")
         if index.get("resolution") != resolution:
-            raise FacesynthError(f"{out} holds clips at {index.get('resolution')}², not {resolution}²: "
+            raise FacesynthError(f"{shown(out)} holds clips at {index.get('resolution')}², not {resolution}²: "
                                  "prepare into another folder")
         clips = {c["name"]: c for c in index["clips"]}
     by_source = {c.get("source"): c for c in clips.values() if (out / c["file"]).is_file()}
@@ -501,7 +503,7 @@ def prepare_videos(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         clips[name] = by_source[source] = entry
         done.append(entry)
         write_index(out, resolution, clips.values())  # after every clip: an interrupted run keeps its work
-        log(f"{name}: {entry['kept']}/{entry['frames']} frames kept" +
+        log(f"{shown(name)}: {entry['kept']}/{entry['frames']} frames kept" +
             (f", {len(entry['missing'])} without a face" if entry["missing"] else "") + f", crop {entry['crop']}")
     if not done and not skipped:
         raise FacesynthError("; ".join(failed) if len(failed) <= 3 else f"no clip prepared from {len(files)} videos "
@@ -547,7 +549,7 @@ def load_clips(path: str | os.PathLike) -> list[Clip]:
     path = Path(path)
     index_path = path / "index.json" if path.is_dir() else path
     if not index_path.is_file():
-        raise FacesynthError(f"{index_path}: no such file (prepare clips with `facesynth animate prepare`)")
+        raise FacesynthError(f"{shown(index_path)}: no such file (prepare clips with `facesynth animate prepare`)")
     index = _read_index(index_path)
     resolution, clips = index.get("resolution"), []
     for entry in index["clips"]:
@@ -555,19 +557,19 @@ def load_clips(path: str | os.PathLike) -> list[Clip]:
         try:
             fps = float(entry["fps"])
         except (KeyError, TypeError, ValueError):
-            raise FacesynthError(f"{index_path}: clip {entry['name']} has no valid fps") from None
+            raise FacesynthError(f"{shown(index_path)}: clip {shown(entry['name'])} has no valid fps") from None
         try:
             with np.load(file, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("jpeg", "offsets", "landmarks", "frame_numbers")}
         except FileNotFoundError:
-            raise FacesynthError(f"{file}: no such file (listed in {index_path})") from None
+            raise FacesynthError(f"{shown(file)}: no such file (listed in {shown(index_path)})") from None
         except (OSError, ValueError, KeyError) as e:
-            raise FacesynthError(f"{file}: not a prepared clip ({str(e)[:100] or type(e).__name__})") from None
+            raise FacesynthError(f"{shown(file)}: not a prepared clip ({str(e)[:100] or type(e).__name__})") from None
         off, lm = arrays["offsets"], arrays["landmarks"]
         n = len(off) - 1
         if (n < 1 or lm.shape != (n, 68, 2) or arrays["frame_numbers"].shape != (n,) or off[0] != 0
                 or off[-1] != arrays["jpeg"].size or np.any(np.diff(off) <= 0)):
-            raise FacesynthError(f"{file}: inconsistent arrays (offsets {off.shape}, landmarks {lm.shape})")
+            raise FacesynthError(f"{shown(file)}: inconsistent arrays (offsets {off.shape}, landmarks {lm.shape})")
         clips.append(Clip(entry["name"], fps, int(resolution), lm.astype(np.float32), arrays["frame_numbers"],
                           arrays["jpeg"], off, str(entry.get("source", ""))))
     return clips
@@ -580,26 +582,24 @@ def prepare_image(image: np.ndarray | str | os.PathLike, resolution: int, detect
     """A portrait cropped as the clips are: (crop uint8 [R, R, 3], landmarks [68, 2] in crop pixels, crop box
     (x0, y0, side) in the photo).  NoFaceError (a NoFace and a FacesynthError) when there is no usable face;
     with several faces the largest is used and a line says so (unless ``quiet``)."""
-    from .images import BadImage, decode_image
+    from .images import BadImage, decode_image, read_image_file
 
     name = "<image>"
     if not isinstance(image, np.ndarray):
         name = str(image)
         try:
-            image = decode_image(Path(image).read_bytes(), name)
-        except OSError as e:
-            raise FacesynthError(f"{name}: cannot read ({e.strerror or e})") from None
+            image = decode_image(read_image_file(image, name), name)
         except BadImage as e:
             raise FacesynthError(str(e)) from None
     faces = (detector or thread_detector()).faces(image)
     if not faces:
-        raise NoFaceError(f"{name}: {NO_FACE}")
+        raise NoFaceError(f"{shown(name)}: {NO_FACE}")
     face = faces[0]
     if face.eye_distance < MIN_EYE_DISTANCE:
-        raise NoFaceError(f"{name}: the face is too small ({face.eye_distance:.0f} px between the eyes, "
+        raise NoFaceError(f"{shown(name)}: the face is too small ({face.eye_distance:.0f} px between the eyes, "
                           f"at least {MIN_EYE_DISTANCE:.0f} needed)")
     if len(faces) > 1 and not quiet:
-        print(f"{name}: {len(faces)} faces found; using the largest", file=sys.stderr)
+        print(f"{shown(name)}: {len(faces)} faces found; using the largest", file=sys.stderr)
     crop = head_crop([face.landmarks])
     x0, y0, x1, y1 = picture_area(image)
     img = crop_frame(image[y0:y1, x0:x1], (crop[0] - x0, crop[1] - y0, crop[2]), resolution)

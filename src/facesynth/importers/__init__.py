@@ -100,15 +100,17 @@ def import_checkpoint(src: str | Path, out: str | Path, what: str = "generator",
     from ..util.atomic import atomic_path
     from .official import Refused, build_config, facesynth_tensors
 
-    src, out = Path(src), Path(out)
     if what not in WHAT:
         raise FacesynthError(f"--what must be one of {', '.join(WHAT)}, not {what!r}")
-    if not str(out) or str(out).strip() == "":
-        raise FacesynthError("--out is empty: name the model file to write")
+    if not str(out).strip() or not str(src).strip():  # Path("") would mean the current folder
+        raise FacesynthError("an empty path: name the checkpoint to import and the model file to write")
+    src, out = Path(src), Path(out)
     if not src.is_file():
         raise FacesynthError(f"{src}: no such file")
     if out.exists() and out.resolve() == src.resolve():
         raise FacesynthError(f"{out}: is the file being imported; choose another --out")
+    if out.is_dir():
+        raise FacesynthError(f"{out}: is a folder; --out names the .safetensors file to write")
     fmt, networks = read_foreign(src)
     chosen = _choose(networks, what, src)
     digest = _sha256(src)

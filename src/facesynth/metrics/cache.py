@@ -1,11 +1,18 @@
-"""Inception features of a data set, cached on disk by content so a training run pays for them once.
+"""Inception features cached on disk by content: a data set's, and a checkpoint's generated images'.
 
-The key is a SHA-256 of: the decoded pixels actually fed to the network (or, for data sets too large
-to preload, the raw bytes and names of their files plus the PIL version that decodes them), the
-resolution and square mode, the number of images, and the network file's own SHA-256.  A changed
-image, resolution or network gives a new key, never a stale hit.  Files are ``.npz`` (features float32,
-mu and sigma float64) written atomically and read with ``allow_pickle=False``; a damaged file is
-reported and recomputed.
+Data sets (``inception-stats/``): the key is a SHA-256 of the decoded pixels actually fed to the network
+(or, for data sets too large to preload, the raw bytes and names of their files plus the PIL version that
+decodes them), the resolution and square mode, the number of images, and the network file's own SHA-256.
+A changed image, resolution or network gives a new key, never a stale hit.
+
+Generated images (``inception-generated/``): the key is a SHA-256 of everything that decides their pixels
+and features: the model file's SHA-256 (it holds config and growth state too), seeds, count, ψ, cutoff,
+noise mode, batch size (random noise is drawn per batch), generator and network devices, the network's
+SHA-256, and the torch and facesynth versions.  Only checkpoint files are cached: a module in memory
+(training's G_ema) has no content hash and is never evaluated twice.
+
+Files are ``.npz`` (features float32, mu and sigma float64) written atomically and read with
+``allow_pickle=False``; a file that is damaged or whose stored key differs is reported and recomputed.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+import torch
 
+from .. import __version__
 from ..data.loader import ImageDataset
 from ..util.atomic import atomic_path, check_writable_dir
 from .inception import FEATURE_DIM, FeatureExtractor, extract_features
@@ -28,6 +37,8 @@ from .stats import mean_cov
 
 ENV_VAR = "FACESYNTH_CACHE"
 FORMAT = "facesynth-inception-stats-1"
+GENERATED_FORMAT = "facesynth-generated-features-1"
+STATS_ARRAYS = ("features", "mu", "sigma")
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
@@ -56,19 +67,53 @@ def dataset_key(dataset: ImageDataset, num: int, detector: str) -> str:
     return h.hexdigest()
 
 
-def _read(path: Path, key: str, num: int) -> dict | None:
+_SHAPES = {"features": lambda n: (n, FEATURE_DIM), "mu": lambda n: (FEATURE_DIM,),
+           "sigma": lambda n: (FEATURE_DIM, FEATURE_DIM)}
+
+
+def _read(path: Path, key: str, num: int, arrays: tuple[str, ...] = STATS_ARRAYS) -> dict | None:
+    """The cached ``arrays`` when the file is readable, has this exact key and the expected shapes; else None."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            got = {k: z[k] for k in ("key", "features", "mu", "sigma")}
+            got = {k: z[k] for k in ("key", *arrays)}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         print(f"{path}: damaged statistics cache ({type(e).__name__}); recomputing", file=sys.stderr)
         return None
-    ok = (str(got["key"]) == key and got["features"].shape == (num, FEATURE_DIM)
-          and got["mu"].shape == (FEATURE_DIM,) and got["sigma"].shape == (FEATURE_DIM, FEATURE_DIM))
+    ok = str(got["key"]) == key and all(got[k].shape == _SHAPES[k](num) and got[k].dtype.kind == "f"
+                                        for k in arrays)
     if not ok:
         print(f"{path}: statistics cache does not match its name; recomputing", file=sys.stderr)
         return None
     return got
+
+
+def _write(path: Path, key: str, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, key=np.array(key), **arrays)
+
+
+def generated_key(model_sha256: str, num: int, settings: dict, detector: str) -> str:
+    """Key of a checkpoint's generated features; ``settings``: seed, ψ, cutoff, noise mode, batch, devices."""
+    head = {"format": GENERATED_FORMAT, "model": model_sha256, "num": num, "detector": detector,
+            "torch": torch.__version__, "facesynth": __version__, **settings}
+    return hashlib.sha256(json.dumps(head, sort_keys=True).encode()).hexdigest()
+
+
+def generated_features(model_file: Path, key: str, num: int, compute, cache: str | os.PathLike | None = None,
+                       quiet: bool = False) -> np.ndarray:
+    """Features [num, 2048] of a checkpoint's generated images: from the cache under ``key``, else
+    ``compute()`` and stored."""
+    folder = check_writable_dir(cache_dir(cache) / "inception-generated")  # fail before the long part
+    path = folder / f"{model_file.stem}-{num}-{key[:16]}.npz"
+    if path.is_file():
+        got = _read(path, key, num, ("features",))
+        if got is not None:
+            if not quiet:
+                print(f"using cached generated-image features {path}", file=sys.stderr)
+            return got["features"]
+    feats = compute()
+    _write(path, key, features=feats)
+    return feats
 
 
 def dataset_features(dataset: ImageDataset, num: int | None, extractor: FeatureExtractor, batch: int = 64,
@@ -91,6 +136,5 @@ def dataset_features(dataset: ImageDataset, num: int | None, extractor: FeatureE
                              desc=f"inception {dataset.path.name}", quiet=quiet)
     mu, sigma = mean_cov(feats)
     if path is not None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, key=np.array(key), features=feats, mu=mu, sigma=sigma)
+        _write(path, key, features=feats, mu=mu, sigma=sigma)
     return {"features": feats, "mu": mu, "sigma": sigma, "path": path}

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import tempfile
 from pathlib import Path
 
@@ -291,14 +292,48 @@ def save_snapshot(run_dir: Path, cfg: GANConfig, models: dict[str, nn.Module], t
     return final
 
 
+def history_path(run_dir: Path, images_seen: int) -> Path:
+    return Path(run_dir) / HISTORY_DIR / f"G_ema-{images_seen:09d}.safetensors"
+
+
 def save_generator_history(run_dir: Path, cfg: GANConfig, G_ema: nn.Module, images_seen: int) -> Path:
     """G_ema alone as history/G_ema-NNNNNNNNN.safetensors: small, loadable by generate and metrics,
-    and kept after the full snapshot it came with has been pruned."""
-
-    path = Path(run_dir) / HISTORY_DIR / f"G_ema-{images_seen:09d}.safetensors"
+    and kept after the full snapshot it came with has been pruned.  Training writes it before the snapshot,
+    so every published snapshot has its entry."""
+    path = history_path(run_dir, images_seen)
     with atomic_path(path) as tmp:
         save_file(module_tensors("G_ema", G_ema), str(tmp), metadata=model_metadata(cfg, growth_of(G_ema)))
     return path
+
+
+def restore_generator_history(run_dir: Path) -> list[Path]:
+    """Write the missing history entry of every GAN snapshot in ``run_dir`` from the snapshot's own G_ema.
+
+    Runs killed by older versions (which wrote the entry after publishing the snapshot) can lack one.  The
+    snapshot's G_ema tensors and metadata are what save_generator_history wrote then, so the entry is the
+    same.  Returns the entries written; a snapshot that cannot be read is reported and left out.
+    """
+    written = []
+    for snap in list_snapshots(run_dir):
+        images = snap.name[len(SNAPSHOT_PREFIX):]
+        path = history_path(run_dir, int(images)) if images.isdigit() else None
+        if path is None or path.is_file():
+            continue
+        model = snap / MODEL_FILE
+        try:
+            meta = check_safetensors(model)
+            if meta.get("kind") != KIND:  # another family's snapshots (animate) keep no history
+                continue
+            g = {k: v for k, v in read_safetensors(model).items() if k.startswith("G_ema.")}
+        except FacesynthError as e:  # an older snapshot's damage must not stop the run resuming
+            print(f"warning: no history entry for {snap.name}: {e}", file=sys.stderr)
+            continue
+        if not g:
+            continue
+        with atomic_path(path) as tmp:
+            save_file(g, str(tmp), metadata=meta)
+        written.append(path)
+    return written
 
 
 def list_generator_history(run_dir: Path) -> list[Path]:
@@ -552,7 +587,19 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
 
 
 def export_generator(path: str | Path, out: str | Path, half: bool = False) -> Path:
-    """Write a checkpoint's G_ema alone (optionally as float16) as a small model file for inference."""
+    """Write a checkpoint's G_ema alone (optionally as float16) as a small model file for inference.
+
+    Export copies tensors without loading them into a network, the step where every other reader compares
+    them with the config; so it makes read_model's header comparison (check_tensor_shapes) for every file,
+    before any tensor is read: a header declaring a 4 GiB tensor is refused, not copied."""
+    from ..nets import build_discriminator, build_generator
+
+    path = resolve_checkpoint(path)
+    meta, shapes = safetensors_header(path)
+    if meta.get("kind") == KIND:  # any other kind: read_model refuses it next, in its own words
+        cfg = config_from_metadata(meta, GANConfig, path)
+        g = lambda: build_generator(cfg)  # noqa: E731
+        check_tensor_shapes(path, shapes, {"G": g, "G_ema": g, "D": lambda: build_discriminator(cfg)})
     cfg, tensors, growth = read_model(path)
     which = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
     g = {f"G_ema.{k[len(which) + 1:]}": v for k, v in tensors.items() if k.startswith(which + ".")}

@@ -460,6 +460,7 @@ class Trainer:
         snap_images = int(cfg.snapshot_kimg * 1000)
         if cfg.progressive and not self.quiet:
             tqdm.write("growth schedule:\n" + self.schedule.table(), file=sys.stderr)
+        whole_tick = self._tick_starts_here(tick_images)  # before growth moves on to the next step's point
         self._advance_growth()
         batches = self._batches()
         log_path = self.out / "stats.jsonl"
@@ -475,8 +476,9 @@ class Trainer:
 
         def restart():
             """After a rollback: the data stream, counters and progress restart at the snapshot."""
-            nonlocal batches, acc, data_wait, tick_start_time, tick_start_images, next_tick, next_snap
+            nonlocal batches, acc, data_wait, tick_start_time, tick_start_images, next_tick, next_snap, whole_tick
             batches = self._batches()
+            whole_tick = self._tick_starts_here(tick_images)
             acc, data_wait = {}, 0.0
             pbar.n = min(self.images_seen, total)
             tick_start_time, tick_start_images = time.time(), self.images_seen
@@ -509,6 +511,11 @@ class Trainer:
                         restart()
                         continue
                     line["skipped_steps"] = max(skipped.values(), default=0)
+                    # A tick resumed mid-way, or cut short by --max-seconds or the run's end, averages fewer
+                    # steps than an uninterrupted tick: the record says so, and over how many steps.
+                    ended_on_tick = self.images_seen >= next_tick
+                    line["tick_steps"] = steps_in_tick
+                    line["partial"] = not (whole_tick and ended_on_tick)
                     line.update({
                         "kimg": self.images_seen / 1000, "step": self.step,
                         "resolution": self.growth.resolution, "alpha": self.growth.alpha,
@@ -529,7 +536,7 @@ class Trainer:
                     pbar.set_postfix({"kimg": f"{line['kimg']:.1f}", "G": f"{line['loss/G']:.2f}",
                                       "D": f"{line['loss/D']:.2f}", "img/s": f"{line['img_per_s']:.1f}"})
                     last = line
-                    acc, data_wait = {}, 0.0
+                    acc, data_wait, whole_tick = {}, 0.0, ended_on_tick
                     tick_start_time, tick_start_images = time.time(), self.images_seen
                     next_tick = (self.images_seen // tick_images + 1) * tick_images
                 if (self.images_seen >= next_snap or done) and nonfinite_parameters({"G": self.G, "D": self.D}):
@@ -538,10 +545,11 @@ class Trainer:
                     restart()
                     continue
                 if (self.images_seen >= next_snap or done) and main:
+                    history = None
+                    if opts.history:  # first, so a published snapshot always has its entry
+                        history = ckpt.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
                     snap = self.save()
-                    point = snap / ckpt.MODEL_FILE
-                    if opts.history:
-                        point = ckpt.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
+                    point = history or snap / ckpt.MODEL_FILE
                     if opts.metrics:
                         self.evaluate(point, writer)
                     self.save_samples(self.out / f"fakes-{self.images_seen:09d}.png")
@@ -557,6 +565,12 @@ class Trainer:
                 writer.close()
         self.dp.barrier()  # the last snapshot is complete before any rank reports the run finished
         return last
+
+    def _tick_starts_here(self, tick_images: int) -> bool:
+        """Whether an uninterrupted run starts a tick at the current point: at 0, or where the last step
+        (of the growth point's global batch) crossed a multiple of ``tick_images``."""
+        seen = self.images_seen
+        return seen == 0 or seen // tick_images * tick_images > seen - self.growth.batch
 
     def _tick_means(self, acc: dict[str, list[torch.Tensor]]) -> dict[str, float]:
         """Each statistic's mean over the tick and the ranks; steps skipped as non-finite do not count."""
@@ -599,9 +613,13 @@ class Trainer:
         self.D(real_u8.to(self.device).float() / 127.5 - 1)
 
     def _rewind_logs(self) -> None:
-        """After a crash: drop temporaries and the log lines of steps past the snapshot this run starts from."""
+        """After a crash: drop temporaries and the log lines of steps past the snapshot this run starts from,
+        and give every snapshot its history entry."""
         for p in ckpt.clean_stale_temporaries(self.out):
             tqdm.write(f"removed {p.name}, left by an interrupted write", file=sys.stderr)
+        if self.opts.history:  # snapshots published without their entry by older versions
+            for p in ckpt.restore_generator_history(self.out):
+                tqdm.write(f"wrote {p.name}, missing from history/", file=sys.stderr)
         seen = self.images_seen
         for log in ("stats.jsonl", ckpt.METRICS_LOG):
             ckpt.rewind_log(self.out / log, lambda r: round(float(r.get("kimg", 0)) * 1000) <= seen)

@@ -1,10 +1,12 @@
 """`facesynth serve`: a "this person does not exist" page and the JSON API behind it.
 
-Modules, one job each: ``settings`` (limits and paths), ``faces`` (the generator and the latents a
-request asks for), ``batcher`` (concurrent requests drawn in one forward pass), ``png`` (encoding and
-a byte-bounded cache), ``jobs`` (long work in a bounded queue with progress), ``uploads`` (size, type
-and face checks), ``tasks`` (the projection and animation jobs), ``limits`` (request-body cap),
-``api`` (the routes), ``app`` (wiring), ``server`` (uvicorn).  Needs ``pip install 'facesynth[web]'``.
+Modules, one job each: ``settings`` (limits and paths), ``params`` (the ranges of seeds, psi, sizes and
+frames that the API, /api/info and the page share), ``faces`` (the generator and the latents a request asks
+for), ``batcher`` (concurrent requests drawn in one forward pass), ``png`` (scaling, tiling, encoding and a
+byte-bounded cache), ``jobs`` (long work in a bounded queue with progress), ``uploads`` (size, type and face
+checks), ``tasks`` (the projection and animation jobs), ``limits`` (request-body cap), ``head`` (HEAD
+answered as GET), ``api`` (the routes), ``app`` (wiring, and /docs and /redoc from static/), ``server``
+(uvicorn).  Needs ``pip install 'facesynth[web]'``.
 """
 
 from __future__ import annotations

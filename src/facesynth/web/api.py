@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from pydantic import AfterValidator
 
 from ..errors import FacesynthError
 from ..synthesis.styles import parse_style_layers
@@ -18,11 +18,11 @@ from ..util.grid import save_png
 from .animation import animate
 from .context import NotFound, ServerContext
 from .jobs import DONE, Job, QueueFull
-from .png import encode_png, strip
+from .params import (DEFAULT_FRAMES, DEFAULT_PSI, FRAMES_MAX, FRAMES_MIN, PSI_MAX, PSI_MIN, SEED_MAX, SEED_MIN,
+                     SIZE_MAX, SIZE_MIN, check_seed, parse_face, ranges)
+from .png import encode_png, tile
 from .schemas import Info, JobOut, Problem
 from .uploads import UploadError, aligned_face, check_portrait, check_size, decode_photo, save_photo, save_video
-
-DEFAULT_PSI = 0.7
 
 
 def context(request: Request) -> ServerContext:
@@ -30,12 +30,17 @@ def context(request: Request) -> ServerContext:
 
 
 Ctx = Annotated[ServerContext, Depends(context)]
-Seed = Annotated[int, Query(ge=0, lt=2**32, description="the face: the same seed gives the same face everywhere")]
-FaceRef = Annotated[str, Query(description="a seed, or photo:JOB_ID for a photo projected by /api/jobs/project",
-                               max_length=64)]
-Psi = Annotated[float, Query(ge=-1.0, le=2.0, description="truncation ψ: 1 = none, 0 = the average face; "
-                             "lower is more typical, higher more varied")]
-Size = Annotated[int | None, Query(ge=16, le=1024, description="height in pixels (Lanczos); default: the model's")]
+# Seeds are checked by params.check_seed / parse_face rather than by ge/le, so every seed error reads the same.
+Seed = Annotated[int, Query(description=f"the face: the same seed draws the same face ({SEED_MIN} to {SEED_MAX})",
+                            json_schema_extra={"minimum": SEED_MIN, "maximum": SEED_MAX}), AfterValidator(check_seed)]
+# Validated as a string (its length), then parsed: handlers get an int seed or the 'photo:<job id>' string.
+FaceRef = Annotated[str, Query(description=f"a seed ({SEED_MIN} to {SEED_MAX}), or photo:JOB_ID for a photo "
+                               "projected by /api/jobs/project", max_length=64), AfterValidator(parse_face)]
+Psi = Annotated[float, Query(ge=PSI_MIN, le=PSI_MAX, allow_inf_nan=False,
+                             description="truncation ψ: 1 = none, 0 = the average face; lower is more typical, "
+                             "higher more varied")]
+Size = Annotated[int | None, Query(ge=SIZE_MIN, le=SIZE_MAX, description="height in pixels (of one frame in a "
+                                   "strip; Lanczos); default: the model's")]
 
 PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 ERRORS = {code: {"model": Problem} for code in (404, 413, 415, 422, 503)}
@@ -43,12 +48,27 @@ ERRORS = {code: {"model": Problem} for code in (404, 413, 415, 422, 503)}
 router = APIRouter(prefix="/api", responses={422: {"model": Problem}})
 
 
-async def _png(ctx: ServerContext, key: tuple, make_ws, count: int, size: int | None, compose=lambda px: px[0]):
-    """A PNG from the cache, else drawn by the batcher (with other requests) and cached."""
+def _check_pixels(ctx: ServerContext, count: int, columns: int, size: int | None) -> int:
+    """Refuses, before anything is drawn, an image larger than the server's budget: the Lanczos scaling and
+    PNG encoding grow with the pixels answered, and a 16-frame strip at 1024 px took seconds of both cores."""
+    side = size or ctx.model.resolution  # the generator's images are square
+    cells = columns * -(-count // columns)
+    pixels, budget = cells * side * side, ctx.settings.max_image_pixels
+    if pixels > budget:
+        what = f"{count} frames of {side}x{side} pixels" if count > 1 else f"a {side}x{side} image"
+        raise FacesynthError(f"{what} would be {pixels / 1e6:.1f} megapixels; this server answers at most "
+                             f"{budget / 1e6:.1f} per image: ask for a smaller size or fewer frames")
+    return pixels
+
+
+async def _png(ctx: ServerContext, key: tuple, make_ws, count: int, size: int | None, columns: int = 1):
+    """A PNG from the cache, else drawn by the batcher (with other requests), tiled ``columns`` frames to a
+    row, and cached."""
+    pixels = _check_pixels(ctx, count, columns, size)
     data = ctx.cache.get(key)
     if data is None:
-        pixels = await ctx.batcher.render(make_ws, count)
-        data = await run_in_threadpool(encode_png, compose(pixels), size)
+        frames = await ctx.batcher.render(make_ws, count)
+        data = await ctx.encode(lambda: encode_png(tile(frames, columns, size)), pixels)
         ctx.cache.put(key, data)
     return Response(data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
@@ -57,10 +77,12 @@ async def _png(ctx: ServerContext, key: tuple, make_ws, count: int, size: int | 
 def info(ctx: Ctx):
     s = ctx.settings
     return {"model": ctx.model.describe(),
-            "defaults": {"psi": DEFAULT_PSI, "project_steps": s.project_steps, "interpolation_frames": 8},
+            "defaults": {"psi": DEFAULT_PSI, "project_steps": s.project_steps, "interpolation_frames": DEFAULT_FRAMES},
+            "ranges": ranges(),
             "limits": {"max_photo_mb": s.max_photo_mb, "max_video_mb": s.max_video_mb,
                        "max_project_steps": s.max_project_steps, "max_driver_frames": s.max_driver_frames,
-                       "max_waiting_jobs": s.max_waiting_jobs, "max_batch": s.max_batch},
+                       "max_waiting_jobs": s.max_waiting_jobs, "max_batch": s.max_batch,
+                       "max_image_pixels": s.max_image_pixels},
             "features": ctx.features(),
             "drivers": [{"name": n, "url": f"/api/drivers/{n}"} for n in ctx.drivers]}
 
@@ -88,16 +110,20 @@ async def mix(ctx: Ctx, source: FaceRef, style: FaceRef, psi: Psi = DEFAULT_PSI,
 
 
 @router.get("/interpolate", responses={**PNG, **ERRORS}, response_class=Response,
-            summary="a strip of frames morphing face a into face b")
+            summary="frames morphing face a into face b, in one row or wrapped to several")
 async def interpolate(ctx: Ctx, a: FaceRef, b: FaceRef, psi: Psi = DEFAULT_PSI, size: Size = None,
-                      frames: Annotated[int, Query(ge=2, le=16)] = 8,
+                      frames: Annotated[int, Query(ge=FRAMES_MIN, le=FRAMES_MAX)] = DEFAULT_FRAMES,
                       space: Annotated[Literal["w", "z"], Query(description="lerp in w, or slerp in z "
-                                                                "(seeds only)")] = "w"):
+                                                                "(seeds only)")] = "w",
+                      columns: Annotated[int | None, Query(ge=1, le=FRAMES_MAX, description="frames per row "
+                                                           "(default: all in one); the rest wrap to more rows, "
+                                                           "as a narrow screen asks")] = None):
     fa, fb = ctx.face(a), ctx.face(b)
     if space == "z" and not (isinstance(fa, int) and isinstance(fb, int)):
         raise FacesynthError("interpolating in z needs two seeds: a projected photo has only a w")
     make = ctx.model.strip_ws(fa, fb, frames, psi, space)
-    return await _png(ctx, ("strip", a, b, frames, space, psi, size), make, frames, size, compose=strip)
+    columns = min(columns or frames, frames)
+    return await _png(ctx, ("strip", a, b, frames, space, psi, size, columns), make, frames, size, columns)
 
 
 @router.get("/drivers/{name}", response_class=FileResponse, responses={404: {"model": Problem}},
@@ -138,7 +164,8 @@ def _check_room(ctx: ServerContext) -> None:
 @router.post("/jobs/project", status_code=202, response_model=JobOut, responses=ERRORS,
              summary="upload a photo: align its face and project it into the latent space (a background job)")
 async def start_projection(ctx: Ctx, photo: Annotated[UploadFile, File(description="a photo with a face")],
-                           steps: Annotated[int | None, Form(ge=1, le=2000)] = None):
+                           steps: Annotated[int | None, Form(ge=1, description="optimisation steps; at most "
+                                                             "limits.max_project_steps of /api/info")] = None):
     s = ctx.settings
     steps = steps or s.project_steps
     if steps > s.max_project_steps:

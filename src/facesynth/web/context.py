@@ -12,15 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import FacesynthError
 from .animation import bundled_drivers, stop_children
 from .batcher import Batcher
 from .faces import FaceModel
 from .jobs import DONE, Job, JobQueue
+from .params import PHOTO_PREFIX
 from .png import PngCache
 from .projection import Projector
 from .settings import ANIMATE_CKPT_ENV, ServerSettings
+
+
+LARGE_PIXELS = 512 * 512  # above the page's largest image (the 512-px download)
 
 
 class NotFound(FacesynthError):
@@ -45,6 +50,7 @@ class ServerContext:
                              s.job_ttl_s)
         self.projector = Projector(self.model)
         self.faces_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesynth-faces")
+        self.large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesynth-large-png")
 
     def start(self) -> None:
         self.batcher.start()
@@ -54,6 +60,7 @@ class ServerContext:
         self.jobs.shutdown()
         stop_children()
         self.faces_pool.shutdown(wait=False, cancel_futures=True)
+        self.large_pool.shutdown(wait=False, cancel_futures=True)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -61,24 +68,26 @@ class ServerContext:
         """Runs ``fn()`` on the face-detection thread (uploads' checks), without blocking the event loop."""
         return await asyncio.wrap_future(self.faces_pool.submit(fn))
 
+    async def encode(self, fn: Callable[[], bytes], pixels: int) -> bytes:
+        """Runs ``fn()`` (scaling and PNG encoding) off the event loop.  Images over LARGE_PIXELS take one
+        lane, one at a time, so a few large ones at once leave the other cores to the faces being drawn."""
+        if pixels > LARGE_PIXELS:
+            return await asyncio.wrap_future(self.large_pool.submit(fn))
+        return await run_in_threadpool(fn)
+
     # ----------------------------------------------------------------- names in requests
 
-    def face(self, ref: str):
-        """'123' -> seed 123; 'photo:<job id>' -> that projected photo's latent."""
-        ref = ref.strip()
-        if ref.isdigit():
-            seed = int(ref)
-            if seed >= 2**32:
-                raise FacesynthError(f"seed {ref} is too large (seeds go from 0 to {2**32 - 1})")
-            return seed
-        if ref.startswith("photo:"):
-            job = self.job(ref[len("photo:"):])
-            if job.kind != "project":
-                raise NotFound(f"{ref}: that job animated a photo; only projected photos can be mixed")
-            if job.state != DONE:
-                raise FacesynthError(f"{ref}: the photo is not projected yet ({job.state})")
-            return job.data["ws"]
-        raise FacesynthError(f"{ref!r} is neither a seed (a whole number) nor photo:<job id>")
+    def face(self, ref: int | str):
+        """A face as the API's validation left it (params.parse_face): a seed stays a seed; 'photo:<job id>'
+        -> that projected photo's latent."""
+        if isinstance(ref, int):
+            return ref
+        job = self.job(ref.removeprefix(PHOTO_PREFIX))
+        if job.kind != "project":
+            raise NotFound(f"{ref}: that job animated a photo; only projected photos can be mixed")
+        if job.state != DONE:
+            raise FacesynthError(f"{ref}: the photo is not projected yet ({job.state})")
+        return job.data["ws"]
 
     def job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)

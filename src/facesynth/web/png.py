@@ -1,7 +1,10 @@
 """Pixels to PNG bytes, and a cache of them bounded by size.
 
-Every image the API draws is a pure function of its parameters (noise is fixed), so a repeated
-request - a shared link, the slider moved back - is answered from memory, byte for byte.
+An image the API draws depends only on its parameters (the noise is fixed), so a repeated request - a
+shared link, the slider moved back - is answered from memory with the same bytes for as long as the cache
+keeps them.  Drawn again (after a restart, or once evicted) it is the same face but not always the same
+bytes: the batcher draws it with whatever other requests arrived together, and a CPU's kernels round
+differently for different batch sizes, so a pixel or two may land one 8-bit level apart.
 """
 
 from __future__ import annotations
@@ -16,17 +19,27 @@ from PIL import Image
 
 def encode_png(pixels: np.ndarray, size: int | None = None) -> bytes:
     """uint8 [H, W, 3] -> PNG, scaled (Lanczos) so its height is ``size`` when given."""
-    img = Image.fromarray(np.ascontiguousarray(pixels))
-    if size and size != img.height:
-        img = img.resize((round(img.width * size / img.height), size), Image.LANCZOS)
+    img = Image.fromarray(np.ascontiguousarray(scaled(pixels, size)))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def strip(frames: np.ndarray) -> np.ndarray:
-    """[N, H, W, 3] -> one row [H, N * W, 3]."""
-    return np.concatenate(list(frames), axis=1)
+def scaled(pixels: np.ndarray, size: int | None) -> np.ndarray:
+    """uint8 [H, W, 3] scaled (Lanczos) so its height is ``size``, when given."""
+    if not size or size == pixels.shape[0]:
+        return pixels
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    return np.asarray(img.resize((round(img.width * size / img.height), size), Image.LANCZOS))
+
+
+def tile(frames: np.ndarray, columns: int = 1, size: int | None = None) -> np.ndarray:
+    """[N, H, W, 3] -> one image, ``columns`` frames to a row (each scaled to height ``size`` first, so no
+    frame bleeds into its neighbour); a last row left short is filled with black."""
+    frames = [scaled(f, size) for f in frames]
+    rows = [frames[i:i + columns] for i in range(0, len(frames), columns)]
+    rows[-1] += [np.zeros_like(frames[0])] * (columns - len(rows[-1]))
+    return np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
 
 
 class PngCache:

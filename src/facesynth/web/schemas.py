@@ -18,6 +18,8 @@ class Driver(BaseModel):
 class Info(BaseModel):
     model: dict = Field(description="the face generator: name, resolution, num_ws, style_groups, z_dim, framing")
     defaults: dict
+    ranges: dict[str, dict[str, int | float]] = Field(description="each number parameter's inclusive range (seed, psi, "
+                                                "size, frames): what the API accepts and the page offers")
     limits: dict
     features: dict[str, Feature] = Field(description="project (upload a photo) and animate (talking heads)")
     drivers: list[Driver] = Field(description="the driving clips that ship with facesynth")

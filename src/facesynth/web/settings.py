@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FacesynthError
+from .params import SIZE_MAX
 
 CKPT_ENV = "FACESYNTH_CKPT"
 ANIMATE_CKPT_ENV = "FACESYNTH_ANIMATE_CKPT"
@@ -24,6 +25,9 @@ class ServerSettings:
     max_batch: int = 16
     batch_window_ms: float = 5.0
     max_pending_faces: int = 2048  # faces waiting to be drawn before requests get 503
+    # The most pixels one image may have (a face's size, a strip's frames x size): scaling and encoding grow
+    # with it, off the drawing thread but on the same cores.  Default: one face at the largest size.
+    max_image_pixels: int = SIZE_MAX * SIZE_MAX
     cache_mb: float = 64.0  # PNGs kept for repeated requests (shared links, the slider going back and forth)
     # Uploads and jobs.
     max_photo_mb: float = 10.0

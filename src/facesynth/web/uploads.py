@@ -39,7 +39,8 @@ def decode_photo(data: bytes, what: str) -> np.ndarray:
     except BadImage as e:
         if e.problem == "too_large":  # an image, but one we refuse to decode: no format would help
             raise UploadError(422, str(e)) from None
-        raise UploadError(415, f"{e} (send a JPEG, PNG or WebP photo)") from None
+        # The reason often ends in its own parentheses: the advice follows as a clause, as for videos.
+        raise UploadError(415, f"{e}; send a JPEG, PNG or WebP photo") from None
     h, w = img.shape[:2]
     if min(h, w) < 32:
         raise UploadError(422, f"{what} is too small ({w}x{h} pixels)")

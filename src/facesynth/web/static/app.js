@@ -1,13 +1,19 @@
 // facesynth's page: plain modules, no build step. Every image is a GET the browser can cache and share.
 const $ = (id) => document.getElementById(id);
-const MAX_SEED = 2 ** 31;
 const FACE_SIZE = 320; // the big face, drawn at the size it is shown
+const MIN_FRAME = 64; // px: an interpolation frame narrower than this wraps the strip to more rows
 
-const state = { seed: 0, psi: 0.7, info: null, projected: null };
+// ranges: what the API accepts (seed, psi, ...), read from /api/info so the page never asks for more.
+const state = { seed: 0, psi: 0.7, info: null, ranges: null, projected: null };
 
 // ------------------------------------------------------------------ helpers
 
-const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0] % MAX_SEED;
+function randomSeed() {
+  const { min, max } = state.ranges.seed;
+  return min + (crypto.getRandomValues(new Uint32Array(1))[0] % (max - min + 1));
+}
+const clamp = (v, { min, max }) => Math.min(max, Math.max(min, v));
+const seedRangeText = () => `seeds are whole numbers from ${state.ranges.seed.min} to ${state.ranges.seed.max}`;
 const q = (params) => new URLSearchParams(params).toString();
 const faceUrl = (seed, psi, size) => `/api/face?${q({ seed, psi, ...(size ? { size } : {}) })}`;
 
@@ -48,9 +54,43 @@ function debounce(fn, ms) {
   return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
 }
 
+// A seed as text -> the number, or null when it is not a whole number in the API's range.
+function parseSeed(text) {
+  const { min, max } = state.ranges.seed;
+  if (!/^\s*\d+\s*$/.test(text ?? "")) return null;
+  const v = Number(text);
+  return v >= min && v <= max ? v : null;
+}
+
+// A seed field's value, or null (the field marked, and why said) so the panel draws nothing wrong.
 function readSeed(input) {
-  const v = Number.parseInt(input.value, 10);
-  return Number.isFinite(v) && v >= 0 ? v : 0;
+  const seed = parseSeed(input.value);
+  input.setAttribute("aria-invalid", String(seed === null));
+  if (seed === null) {
+    const name = input.closest("label")?.firstChild.textContent.trim() || "Seed";
+    toast(`${name}: “${input.value}” is not a seed: ${seedRangeText()}`);
+  }
+  return seed;
+}
+
+// Seed fields that hold the face shown follow it to the next one; a field set to another seed keeps it.
+function followFace(previous) {
+  let moved = false;
+  for (const id of ["mix-source", "interp-a"]) {
+    if (parseSeed($(id).value) === previous) { $(id).value = state.seed; moved = true; }
+  }
+  if (moved) { drawMix(); drawStrip(); }
+}
+
+// ⚄ next to a seed field: a random seed in it, drawn as if typed.
+function setupDice() {
+  for (const dice of document.querySelectorAll("[data-dice]")) {
+    dice.addEventListener("click", () => {
+      const input = $(dice.dataset.dice);
+      input.value = randomSeed();
+      input.dispatchEvent(new Event("change"));
+    });
+  }
 }
 
 // ------------------------------------------------------------------ the face
@@ -71,15 +111,41 @@ async function showFace() {
   refreshProjectedMixes();
 }
 
-function setupFace() {
+// A shared link's seed and ψ, kept to the API's ranges: a bad seed gives a new face, ψ is clamped; either way
+// the visitor is told, and the address bar then shows what is drawn.
+function fromLink() {
   const params = new URLSearchParams(location.search);
-  const seed = Number.parseInt(params.get("seed"), 10);
-  const psi = Number.parseFloat(params.get("psi"));
-  state.seed = Number.isFinite(seed) && seed >= 0 ? seed : randomSeed();
-  state.psi = Number.isFinite(psi) ? psi : state.info.defaults.psi;
-  $("psi").value = state.psi;
+  const notes = [];
+  let seed = parseSeed(params.get("seed"));
+  if (seed === null) {
+    if (params.has("seed")) notes.push(`seed “${params.get("seed")}” is not a seed (${seedRangeText()}): here is a new face`);
+    seed = randomSeed();
+  }
+  let psi = Number.parseFloat(params.get("psi"));
+  if (!Number.isFinite(psi)) {
+    if (params.has("psi")) notes.push(`ψ “${params.get("psi")}” is not a number: using ${state.info.defaults.psi}`);
+    psi = state.info.defaults.psi;
+  } else if (psi !== clamp(psi, state.ranges.psi)) {
+    notes.push(`ψ goes from ${state.ranges.psi.min} to ${state.ranges.psi.max}: ${psi} became ${clamp(psi, state.ranges.psi)}`);
+    psi = clamp(psi, state.ranges.psi);
+  }
+  if (notes.length) toast(notes.join("; "));
+  return { seed, psi };
+}
 
-  $("new-face").addEventListener("click", () => { state.seed = randomSeed(); showFace(); });
+function setupFace() {
+  Object.assign(state, fromLink());
+  const slider = $("psi");
+  slider.min = state.ranges.psi.min;
+  slider.max = state.ranges.psi.max;
+  slider.value = state.psi;
+
+  $("new-face").addEventListener("click", () => {
+    const previous = state.seed;
+    state.seed = randomSeed();
+    showFace();
+    followFace(previous);
+  });
   const redraw = debounce(showFace, 120);
   $("psi").addEventListener("input", (e) => {
     state.psi = Number.parseFloat(e.target.value);
@@ -104,6 +170,7 @@ const mixState = { groups: new Set(["coarse"]) };
 function drawMix() {
   const source = readSeed($("mix-source"));
   const style = readSeed($("mix-style"));
+  if (source === null || style === null) return;
   const psi = state.psi;
   load($("mix-source-img"), faceUrl(source, psi, 144));
   load($("mix-style-img"), faceUrl(style, psi, 144));
@@ -135,9 +202,22 @@ function setupMixing() {
 
 // ------------------------------------------------------------------ interpolation
 
+// Frames per row: all in one when each gets MIN_FRAME px, else the most that do (a divisor, so rows are full).
+function stripColumns(frames, width) {
+  let columns = frames;
+  while (columns > 1 && (width / columns < MIN_FRAME || frames % columns)) columns -= 1;
+  return columns;
+}
+
 function drawStrip() {
-  const params = { a: readSeed($("interp-a")), b: readSeed($("interp-b")), frames: 8,
-                   space: $("interp-space").value, psi: state.psi, size: 128 };
+  const a = readSeed($("interp-a"));
+  const b = readSeed($("interp-b"));
+  if (a === null || b === null) return;
+  const frames = state.info.defaults.interpolation_frames;
+  const box = $("interp-strip").parentElement;
+  const columns = state.stripColumns = stripColumns(frames, box.clientWidth);
+  box.style.aspectRatio = `${columns} / ${Math.ceil(frames / columns)}`; // the strip's shape, before it loads
+  const params = { a, b, frames, columns, space: $("interp-space").value, psi: state.psi, size: 128 };
   load($("interp-strip"), `/api/interpolate?${q(params)}`);
 }
 
@@ -145,7 +225,11 @@ function setupInterpolation() {
   $("interp-a").value = state.seed;
   $("interp-b").value = randomSeed();
   $("interp-go").addEventListener("click", drawStrip);
-  $("interp-space").addEventListener("change", drawStrip);
+  for (const id of ["interp-a", "interp-b", "interp-space"]) $(id).addEventListener("change", drawStrip);
+  window.addEventListener("resize", debounce(() => { // a turned phone re-wraps the strip
+    const width = $("interp-strip").parentElement.clientWidth;
+    if (stripColumns(state.info.defaults.interpolation_frames, width) !== state.stripColumns) drawStrip();
+  }, 200));
   drawStrip();
 }
 
@@ -302,11 +386,17 @@ async function main() {
   const r = await fetch("/api/info");
   if (!r.ok) { toast(await problem(r)); return; }
   state.info = await r.json();
+  state.ranges = state.info.ranges;
+  for (const input of document.querySelectorAll(".seed-input input")) {
+    input.min = state.ranges.seed.min;
+    input.max = state.ranges.seed.max;
+  }
   setupFace();
   setupMixing();
   setupInterpolation();
   setupProjection();
   setupAnimation();
+  setupDice();
 }
 
 main();
