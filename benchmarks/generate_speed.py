@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from report import environment, write_results
 
+from facesynth.checkpoints import load_generator
 from facesynth.models import default_model
-from facesynth.presets import parameter_counts
+from facesynth.nets import parameter_counts
 from facesynth.synthesis.generate import seed_latents
-from facesynth.training.checkpoint import load_generator
 
 HERE = Path(__file__).resolve().parent
 

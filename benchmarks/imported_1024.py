@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from report import environment, write_results
 
+from facesynth.checkpoints import load_generator
 from facesynth.importers.rosinality import random_checkpoint
 from facesynth.synthesis.generate import seed_latents
-from facesynth.training.checkpoint import load_generator
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared"

@@ -26,8 +26,8 @@ from report import environment, write_results
 
 from facesynth.data.build import build_dataset
 from facesynth.data.loader import batch_iterator
-from facesynth.nets import layers
-from facesynth.presets import get_preset, parameter_counts
+from facesynth.nets import layers, parameter_counts
+from facesynth.presets import get_preset
 from facesynth.training.loop import Trainer, TrainOptions
 
 HERE = Path(__file__).resolve().parent

@@ -5,8 +5,9 @@ import sys
 import pytest
 import torch
 
+from facesynth import checkpoints as ckpt
 from facesynth.cli import main
-from facesynth.training import checkpoint as ckpt
+from facesynth.training import snapshots
 from facesynth.training.loop import TrainOptions, train
 
 
@@ -131,7 +132,7 @@ def test_metrics_over_every_point_of_a_run(tiny_run, face_dataset, tmp_path, cap
     log = tmp_path / "m.jsonl"
     assert main(["metrics", "--ckpt", str(tiny_run), "--all", "--data", str(face_dataset), "--metrics", "swd",
                  "--num", "16", "--out", str(log), "--quiet"]) == 0
-    points = ckpt.run_checkpoints(tiny_run)
+    points = snapshots.run_checkpoints(tiny_run)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == len(points) >= 2
     assert [x["kimg"] for x in lines] == [n / 1000 for n, _ in points]

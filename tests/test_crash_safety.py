@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from facesynth import checkpoints as ckpt
 from facesynth.animate.train import MetaTrainOptions, meta_train
-from facesynth.training import checkpoint as ckpt
+from facesynth.training import snapshots
 from facesynth.training.loop import TrainOptions, train
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -28,22 +29,22 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
     spec = json.loads(sys.argv[1])
-    from facesynth.training import checkpoint as ckpt
+    from facesynth.training import snapshots  # the snapshot writers call its save_file
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
     saves = {"n": 0, "history": 0}
-    real_save = ckpt.save_file
+    real_save = snapshots.save_file
     def save_file(tensors, filename, metadata=None):
         saves["n"] += 1
-        in_history = os.path.basename(os.path.dirname(filename)) == ckpt.HISTORY_DIR
+        in_history = os.path.basename(os.path.dirname(filename)) == snapshots.HISTORY_DIR
         saves["history"] += in_history
         real_save(tensors, filename, metadata=metadata)
         if saves["n"] == spec.get("kill_in_save") or (in_history and saves["history"] == spec.get("kill_in_history")):
             os.truncate(filename, os.path.getsize(filename) // 2)  # a torn file, then the power goes
             die()
-    ckpt.save_file = save_file
+    snapshots.save_file = save_file
 
     renames = {"n": 0}
     real_replace = os.replace
@@ -108,7 +109,7 @@ def _kill_and_resume(tmp_path: Path, kind: str, options: dict, faults: list[dict
             assert f"{before}" in err.split("resumed from", 1)[-1].splitlines()[0], err[-2000:]
         for snap in ckpt.list_snapshots(run):  # every snapshot left behind is complete and loads
             ckpt.read_safetensors(snap / ckpt.MODEL_FILE)
-            ckpt.read_safetensors(snap / ckpt.TRAINING_FILE)
+            ckpt.read_safetensors(snap / snapshots.TRAINING_FILE)
     rc, err = _run_until_killed(script, {"kind": kind, "options": options}, None)
     assert rc == 0, err[-3000:]
     assert not [p for p in run.rglob("*.tmp")], "temporaries of the killed writes must be cleaned up"
@@ -138,7 +139,7 @@ def test_gan_training_survives_repeated_sigkill(face_dataset, tmp_path):
     run = _kill_and_resume(tmp_path, "gan", options, _faults(random.Random(0), 12))
     _assert_same(tmp_path / "reference", run, atol=1e-6)
     # The log has each tick once, in order: lines of steps repeated after a crash were rewound.
-    kimg = [r["kimg"] for r in ckpt.read_jsonl(run / "stats.jsonl")]
+    kimg = [r["kimg"] for r in snapshots.read_jsonl(run / "stats.jsonl")]
     assert kimg == sorted(set(kimg)) and len(kimg) == 12
     assert [s.name for s in ckpt.list_snapshots(run)] == ["snapshot-000000080", "snapshot-000000096"]
 
@@ -159,18 +160,18 @@ def test_history_is_complete_after_kills_around_its_writes(face_dataset, tmp_pat
                    grid_size=4, tick_kimg=0.008, keep_snapshots=2, resume="auto",
                    overrides={"snapshot_kimg": 0.016, "r1_interval": 2})
     train(TrainOptions(out=str(tmp_path / "reference"), **options))
-    reference = ckpt.list_generator_history(tmp_path / "reference")
+    reference = snapshots.list_generator_history(tmp_path / "reference")
     assert len(reference) == 6
     options["out"] = str(tmp_path / "crashed")
     # Torn history files (the 2nd of a session, then the 1st) and a death just before a snapshot's rename.
     run = _kill_and_resume(tmp_path, "gan", options,
                            [{"kill_in_history": 2}, {"kill_in_rename": 1}, {"kill_in_history": 1}])
     _assert_same(tmp_path / "reference", run, atol=0)
-    assert [p.name for p in ckpt.list_generator_history(run)] == [p.name for p in reference]
+    assert [p.name for p in snapshots.list_generator_history(run)] == [p.name for p in reference]
     for ref in reference:
-        _assert_same_file(ref, run / ckpt.HISTORY_DIR / ref.name)
+        _assert_same_file(ref, run / snapshots.HISTORY_DIR / ref.name)
     # A run left with a snapshot but no history entry (a crash under an older version) gets it back on resume.
-    lost = run / ckpt.HISTORY_DIR / reference[-1].name
+    lost = run / snapshots.HISTORY_DIR / reference[-1].name
     lost.unlink()
     train(TrainOptions(**options))
     _assert_same_file(reference[-1], lost)
@@ -187,7 +188,7 @@ def test_tick_after_a_mid_tick_resume_is_marked_partial(face_dataset, tmp_path):
     _assert_same(tmp_path / "reference", run, atol=0)
 
     def ticks(path):
-        return [(r["kimg"], r["tick_steps"], r["partial"]) for r in ckpt.read_jsonl(path / "stats.jsonl")]
+        return [(r["kimg"], r["tick_steps"], r["partial"]) for r in snapshots.read_jsonl(path / "stats.jsonl")]
 
     assert ticks(tmp_path / "reference") == [(0.024, 3, False), (0.048, 3, False)]
     assert ticks(run) == [(0.024, 1, True), (0.048, 3, False)]
@@ -201,7 +202,7 @@ def test_short_ticks_of_talking_head_training_are_marked_partial(tmp_path):
                    overrides={**TINY, "snapshot_steps": 3})
     meta_train(MetaTrainOptions(steps=3, **options))  # stops one step into its second tick
     meta_train(MetaTrainOptions(steps=6, **options))  # resumes there
-    ticks = [(r["step"], r["tick_steps"], r["partial"]) for r in ckpt.read_jsonl(tmp_path / "run" / "stats.jsonl")]
+    ticks = [(r["step"], r["tick_steps"], r["partial"]) for r in snapshots.read_jsonl(tmp_path / "run" / "stats.jsonl")]
     assert ticks == [(2, 2, False), (3, 1, True), (4, 1, True), (6, 2, False)]
 
 
@@ -216,7 +217,7 @@ def test_talking_head_training_survives_repeated_sigkill(tmp_path):
     run = _kill_and_resume(tmp_path, "talk", options,
                            [{"after_step": 3}, {"kill_in_save": 2}, {"kill_in_rename": 2}, {"after_step": 7}])
     _assert_same(tmp_path / "reference", run, atol=1e-6)
-    steps = [r["step"] for r in ckpt.read_jsonl(run / "stats.jsonl")]
+    steps = [r["step"] for r in snapshots.read_jsonl(run / "stats.jsonl")]
     assert steps == list(range(1, 9))
 
 
@@ -229,12 +230,12 @@ def test_retention_keeps_the_best_snapshot_by_fid(tmp_path):
     net = torch.nn.Linear(2, 2)
     fid = {16: 40.0, 32: 12.5, 48: 30.0, 64: 35.0, 80: 33.0}
     for images in (16, 32, 48, 64, 80):
-        ckpt.save_snapshot(run, cfg, {"G": net}, {}, {"images_seen": images}, keep=2)
-        with open(run / ckpt.METRICS_LOG, "a") as f:
+        snapshots.save_snapshot(run, cfg, {"G": net}, {}, {"images_seen": images}, keep=2)
+        with open(run / snapshots.METRICS_LOG, "a") as f:
             f.write(json.dumps({"metric": "fid2k", "results": {"fid2k": fid[images]}, "kimg": images / 1000}) + "\n")
     # The newest two and the best by FID (32); a torn last line of the log changes nothing.
-    with open(run / ckpt.METRICS_LOG, "a") as f:
+    with open(run / snapshots.METRICS_LOG, "a") as f:
         f.write('{"metric": "fid2k", "results": {"fid')
-    ckpt.save_snapshot(run, cfg, {"G": net}, {}, {"images_seen": 96}, keep=2)
+    snapshots.save_snapshot(run, cfg, {"G": net}, {}, {"images_seen": 96}, keep=2)
     assert [s.name for s in ckpt.list_snapshots(run)] == ["snapshot-000000032", "snapshot-000000080",
                                                           "snapshot-000000096"]

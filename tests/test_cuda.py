@@ -14,9 +14,9 @@ from test_animate import TINY, synthetic_clips
 from test_distributed import _torchrun
 from test_growth import tiny_growing
 
+from facesynth import checkpoints as ckpt
 from facesynth.data.loader import batch_iterator
 from facesynth.presets import PRESETS
-from facesynth.training import checkpoint as ckpt
 from facesynth.training.loop import Trainer, TrainOptions, train
 
 pytestmark = [pytest.mark.gpu,

@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
+from facesynth import checkpoints as ckpt
 from facesynth.animate.train import MetaTrainOptions, meta_train
-from facesynth.training import checkpoint as ckpt
 from facesynth.training.loop import TrainOptions, train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")

@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
+from facesynth import checkpoints as ckpt
+from facesynth.config import GANConfig
 from facesynth.nets import build_discriminator, build_generator
 from facesynth.nets.growth import downsample_box
-from facesynth.presets import PRESETS, GANConfig, get_preset
+from facesynth.presets import PRESETS, get_preset
 from facesynth.synthesis.generate import generate_images
-from facesynth.training import checkpoint as ckpt
 from facesynth.training.growth import GrowthSchedule
 from facesynth.training.loop import Trainer, TrainOptions, mixed_ws, train
 

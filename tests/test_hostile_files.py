@@ -38,10 +38,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from facesynth import checkpoints as ckpt
 from facesynth.cli import main
 from facesynth.errors import FacesynthError
 from facesynth.presets import get_preset
-from facesynth.training import checkpoint as ckpt
+from facesynth.training import snapshots
 
 TINY_TALKER = dict(resolution=32, base_channels=8, max_channels=16, embed_dim=16, g_down_blocks=2, g_res_blocks=1,
                    attention=[8], batch=2, shots=2, snapshot_steps=2, content_net="none", finetune_steps=2)
@@ -693,7 +694,7 @@ def test_snapshot_write_fails_cleanly_and_keeps_earlier_snapshots(fault, run_cop
     msg = one_line(str(info.value))
     assert str(run_copy) in msg and ("No space left" in msg or "Read-only" in msg or words in msg), msg
     with pytest.raises(FacesynthError, match=words):
-        ckpt.save_generator_history(run_copy, trainer.cfg, trainer.G_ema, trainer.images_seen)
+        snapshots.save_generator_history(run_copy, trainer.cfg, trainer.G_ema, trainer.images_seen)
     monkeypatch.undo()
     _check_nothing_lost(run_copy, before)
     assert ckpt.load_generator(run_copy) is not None  # the run still resumes from its last good snapshot

@@ -59,7 +59,7 @@ def test_every_tensor_matters(imported, tmp_path):
 
     path = imported("pt-a-32px-skip")
     tensors = load_file(str(path))
-    from facesynth.training.checkpoint import safetensors_header
+    from facesynth.checkpoints import safetensors_header
 
     meta, _ = safetensors_header(path)
     key = "G_ema.synthesis.blocks.1.conv0.noise.strength"
@@ -71,7 +71,7 @@ def test_every_tensor_matters(imported, tmp_path):
 
 @pytest.mark.realdata
 def test_generator_only_import_draws_the_same(imported, tmp_path):
-    from facesynth.training.checkpoint import load_generator, read_model
+    from facesynth.checkpoints import load_generator, read_model
 
     full = imported("pt-b-64px-paper256-fp16")
     small = import_checkpoint(_fixture("pt-b-64px-paper256-fp16.pkl"), tmp_path / "g.safetensors", quiet=True)
@@ -86,7 +86,7 @@ def test_generator_only_import_draws_the_same(imported, tmp_path):
 
 @pytest.mark.realdata
 def test_conditional_model_needs_a_class(imported):
-    from facesynth.training.checkpoint import load_generator
+    from facesynth.checkpoints import load_generator
 
     G = load_generator(imported("pt-d-32px-orig-cond4"))
     z = torch.randn(1, 512)
@@ -131,7 +131,7 @@ def test_cli_import_then_generate(tmp_path):
     r = run("generate", "--ckpt", str(model), "--seeds", "0-3", "--class", "1", "--out", "g.png")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "g.png").is_file()
-    source = json.loads(__import__("facesynth.training.checkpoint", fromlist=["x"]).safetensors_header(model)[0]
+    source = json.loads(__import__("facesynth.checkpoints", fromlist=["x"]).safetensors_header(model)[0]
                         ["source"])
     assert source["format"] == "stylegan2-ada-pytorch" and len(source["sha256"]) == 64
 
@@ -139,7 +139,7 @@ def test_cli_import_then_generate(tmp_path):
 # --------------------------------------------------------------------------- runs everywhere (no ../shared)
 
 def test_rosinality_checkpoint_imports(tmp_path):
-    from facesynth.training.checkpoint import load_generator, read_model
+    from facesynth.checkpoints import load_generator, read_model
 
     ckpt = random_checkpoint()
     src = tmp_path / "550000.pt"
@@ -156,7 +156,7 @@ def test_rosinality_checkpoint_imports(tmp_path):
 
 
 def test_rosinality_without_mean_w_gets_one(tmp_path):
-    from facesynth.training.checkpoint import load_generator
+    from facesynth.checkpoints import load_generator
 
     src = tmp_path / "g.pt"
     torch.save({"g_ema": random_checkpoint(with_d=False, latent_avg=False)["g_ema"]}, src)
@@ -262,7 +262,7 @@ def test_rosinality_layout_reproduces_nvidia_outputs(tmp_path):
 
 def test_fine_tune_an_imported_model(face_dataset, tmp_path):
     """`--what all` then `train --init-from`: the run takes the imported networks' config and weights."""
-    from facesynth.training import checkpoint as ckpt
+    from facesynth import checkpoints as ckpt
     from facesynth.training.loop import TrainOptions, train
 
     src = tmp_path / "550000.pt"

@@ -368,7 +368,7 @@ def test_metric_names_parse():
 
 def test_compute_metrics_caches_dataset_statistics_and_logs_jsonl(tiny_G, face_dataset, extractor, tmp_path,
                                                                   monkeypatch):
-    from facesynth.training.checkpoint import save_generator_history
+    from facesynth.training.snapshots import save_generator_history
 
     ckpt = save_generator_history(tmp_path / "run", get_preset("tiny"), tiny_G, images_seen=1234)
     cache = tmp_path / "cache"
@@ -495,7 +495,7 @@ def test_metrics_cli_scores_a_folder_and_refuses_what_it_cannot(tiny_G, face_dat
 # --------------------------------------------------------------------------- what was generated, several data sets
 
 def _tiny_ckpt(G, folder, images_seen=1000):
-    from facesynth.training.checkpoint import save_generator_history
+    from facesynth.training.snapshots import save_generator_history
 
     return save_generator_history(folder, get_preset("tiny"), G, images_seen=images_seen)
 

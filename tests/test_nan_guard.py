@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import facesynth.training.loop as loop
+from facesynth import checkpoints as ckpt
 from facesynth.errors import FacesynthError
 from facesynth.nets.discriminator import DiscriminatorBlock
-from facesynth.training import checkpoint as ckpt
 from facesynth.training.guard import NonFiniteGuard
 from facesynth.training.loop import Trainer, TrainOptions, train
 from facesynth.training.optim import adam

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from facesynth.config import GANConfig
 from facesynth.nets.discriminator import Discriminator
 from facesynth.nets.generator import Generator
-from facesynth.presets import PRESETS, GANConfig, get_preset
+from facesynth.presets import PRESETS, get_preset
 from facesynth.synthesis.generate import generate_images
 from facesynth.training.loop import mixed_ws
 
@@ -33,7 +34,7 @@ def test_num_ws_matches_stylegan2():
 
 def test_paper_preset_sizes_match_the_papers():
     # StyleGAN2 config F at 1024: G 30.0M parameters; StyleGAN2-ADA's paper256: about 24.8M.
-    from facesynth.presets import parameter_counts
+    from facesynth.nets import parameter_counts
 
     assert abs(parameter_counts(get_preset("stylegan2-256-paper"))["G"] / 1e6 - 24.8) < 0.2
 
@@ -144,7 +145,7 @@ def test_channel_overrides_thin_chosen_resolutions_and_are_validated():
 # --------------------------------------------------------------------------- StyleGAN2's other forms
 
 def _forms_cfg(**kw):
-    from facesynth.presets import GANConfig
+    from facesynth.config import GANConfig
 
     base = dict(resolution=16, channel_base=256, channel_max=32, z_dim=32, w_dim=32, mapping_layers=2, batch=4)
     return GANConfig(**{**base, **kw}).validate()

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from facesynth import checkpoints as ckpt
 from facesynth.errors import FacesynthError
 from facesynth.nets import build_discriminator, build_generator, layers
 from facesynth.presets import get_preset
-from facesynth.training import checkpoint as ckpt
 from facesynth.training import performance
 from facesynth.training.loop import TrainOptions, train
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from facesynth import checkpoints as ckpt
 from facesynth.cli import main
 from facesynth.errors import FacesynthError
 from facesynth.nets import build_discriminator, build_generator
 from facesynth.presets import get_preset
 from facesynth.synthesis import interpolate, noise, styles
 from facesynth.synthesis.generate import seed_latents
-from facesynth.training import checkpoint as ckpt
 from facesynth.training.loop import TrainOptions, train
 from facesynth.training.warmstart import warm_start
 

@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
+from facesynth import checkpoints as ckpt
 from facesynth.errors import FacesynthError
 from facesynth.nets import build_generator
 from facesynth.presets import get_preset
-from facesynth.training import checkpoint as ckpt
+from facesynth.training import snapshots
 from facesynth.training.loop import Trainer, TrainOptions, train, update_ema
 
 
@@ -108,7 +109,7 @@ def test_snapshot_retention_keeps_the_newest(face_dataset, tmp_path):
     assert len(snaps) == 2 and snaps[-1].name == "snapshot-000000200"
     assert json.loads((tmp_path / "r" / "latest.json").read_text())["snapshot"] == snaps[-1].name
     # Every snapshot's G_ema stays in history/, loadable on its own.
-    history = ckpt.list_generator_history(tmp_path / "r")
+    history = snapshots.list_generator_history(tmp_path / "r")
     assert len(history) == 5 and history[-1].name == "G_ema-000000200.safetensors"
     G = ckpt.load_generator(history[0])
     assert G(torch.randn(1, G.z_dim)).shape == (1, 3, 16, 16)

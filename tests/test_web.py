@@ -62,13 +62,13 @@ def talking_head(tmp_path_factory) -> Path:
     """An untrained tiny talking-head run: the animation pipeline end to end, in seconds (the pictures are noise)."""
     from facesynth.animate.config import TalkingHeadConfig
     from facesynth.animate.model import RUN_KIND, build_networks
-    from facesynth.training import checkpoint as ckpt
+    from facesynth.training import snapshots
 
     cfg = TalkingHeadConfig(resolution=32, base_channels=8, max_channels=16, embed_dim=16, g_down_blocks=2,
                             g_res_blocks=1, attention=[8], batch=2, shots=2, content_net="none").validate()
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("talking")
-    ckpt.save_snapshot(out, cfg, build_networks(cfg, 2), {}, {"images_seen": 0, "step": 0}, kind=RUN_KIND)
+    snapshots.save_snapshot(out, cfg, build_networks(cfg, 2), {}, {"images_seen": 0, "step": 0}, kind=RUN_KIND)
     return out
 
 

@@ -125,7 +125,8 @@ def evaluate(args) -> None:
 
 
 def report(args, stem: str, metric: str, fid: dict) -> None:
-    from facesynth.presets import get_preset, parameter_counts
+    from facesynth.nets import parameter_counts
+    from facesynth.presets import get_preset
 
     train_info = json.loads((RUNS / "train.json").read_text())
     ours = facesynth_stats(RUNS / "facesynth")

@@ -75,8 +75,8 @@ def time_ours(args) -> int:
     from peer_runtime import gflop
     from train_speed import time_preset
 
-    from facesynth.nets import build_generator
-    from facesynth.presets import get_preset, parameter_counts
+    from facesynth.nets import build_generator, parameter_counts
+    from facesynth.presets import get_preset
 
     name, _, stage = args.spec.partition("@")
     cfg = get_preset(name)

@@ -9,8 +9,8 @@ import os
 import sys
 
 from . import __version__
+from .config import MAX_BATCH, MAX_DIM, MAX_RESOLUTION
 from .errors import FacesynthError
-from .presets import MAX_BATCH, MAX_DIM, MAX_RESOLUTION
 
 CKPT_ENV = "FACESYNTH_CKPT"
 
@@ -119,7 +119,7 @@ def _refuse_overwriting(out, *inputs) -> None:
 
 def _ckpt_files(path) -> list:
     """A checkpoint argument and the model file it names (a run or snapshot folder names one inside it)."""
-    from .training.checkpoint import resolve_checkpoint
+    from .checkpoints import resolve_checkpoint
 
     try:
         return [path, resolve_checkpoint(path)]
@@ -139,7 +139,7 @@ def _ckpt(args) -> str:
 
 
 def _generator(args):
-    from .training.checkpoint import load_generator
+    from .checkpoints import load_generator
     from .util.device import pick_device
 
     G = load_generator(_ckpt(args), pick_device(args.device))
@@ -150,7 +150,8 @@ def _generator(args):
 # --------------------------------------------------------------------------- commands
 
 def cmd_presets(args) -> int:
-    from .presets import PRESETS, parameter_counts
+    from .nets import parameter_counts
+    from .presets import PRESETS
 
     rows = []
     for name, cfg in PRESETS.items():
@@ -376,7 +377,7 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .training.checkpoint import export_generator
+    from .checkpoints import export_generator
 
     _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     out = export_generator(_ckpt(args), args.out, half=args.fp16)
@@ -401,7 +402,8 @@ def cmd_metrics(args) -> int:
         metrics_per_data,
         split_data_paths,
     )
-    from .training.checkpoint import resolve_checkpoint, run_checkpoints
+    from .checkpoints import resolve_checkpoint
+    from .training.snapshots import run_checkpoints
     from .util.device import pick_device
 
     datas = split_data_paths(args.data)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import load_generator
 from .data.build import build_dataset
 from .errors import FacesynthError
 from .synthesis.generate import generate_images, parse_seeds, save_images
-from .training.checkpoint import load_generator
 from .training.loop import TrainOptions, train
 
 SHARED_FACES = Path("data/faces/utkface-200.zip")

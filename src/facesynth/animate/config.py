@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import FacesynthError
-from ..presets import JsonConfig
+from ..config import JsonConfig
 
 CONTENT_NETS = ("inception", "lpips-vgg16", "none")
 

@@ -81,7 +81,7 @@ def _summary(rows: list[dict]) -> dict:
 def evaluate(ckpt: str, data: str, clips: list[str] | None = None, shots=(1, 8), targets: int = 32,
              finetune_steps: int = 0, fid_min: int = 200, device="cpu", quiet: bool = False) -> dict:
     """Metrics per K (and for the baseline); ``clips`` default to those the run kept aside."""
-    from ..training import checkpoint as ck
+    from .. import checkpoints as ck
 
     run = load_run(ckpt, device)
     cfg, nets, model_file = run

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from .. import checkpoints as ckpt
 from ..errors import FacesynthError
-from ..training import checkpoint as ckpt
 from ..training.optim import adam
 from ..util.atomic import atomic_path, write_json_atomic
 from .losses import content_loss, content_network, feature_matching, hinge_d_loss

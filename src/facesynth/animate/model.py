@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from .. import checkpoints as ckpt
 from ..errors import FacesynthError
 from ..nets.talking_head import Embedder, ProjectionDiscriminator, TalkingHeadGenerator
-from ..training import checkpoint as ckpt
 from .config import TalkingHeadConfig
 
 RUN_KIND = "facesynth-talking-head"

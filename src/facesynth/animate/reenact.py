@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import checkpoints as ckpt
 from ..data.video import crop_frame, head_crop, iter_frames, prepare_image, probe_video, to_crop, track_landmarks
 from ..errors import FacesynthError
-from ..training import checkpoint as ckpt
 from ..util.video import check_video_path, upscale, write_video
 from .episodes import frame_at, landmark_image, rescale_landmarks, to_unit
 from .model import PERSON_KIND, RUN_KIND, build_networks, num_videos_of, read_checkpoint

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import checkpoints as ckpt
 from ..errors import FacesynthError
-from ..training import checkpoint as ckpt
-from ..training import performance
+from ..training import performance, snapshots
 from ..training.distributed import DataParallel
 from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
@@ -73,7 +73,7 @@ class MetaTrainer:
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.out = check_writable_dir(opts.out)
-        resume = ckpt.find_resume(self.out, opts.resume)
+        resume = snapshots.find_resume(self.out, opts.resume)
         state = {}
         if resume is not None:
             _, cfg, tensors, resume = read_checkpoint(resume)
@@ -125,9 +125,9 @@ class MetaTrainer:
                                  f"{names}: D's per-video vectors would not match")
         for name, net in (("E", self.E), ("G", self.G), ("D", self.D)):
             ckpt.load_module_tensors(net, tensors, name, str(model_file))
-        training = ckpt.read_safetensors(model_file.parent / ckpt.TRAINING_FILE)
-        ckpt.load_optimizer_tensors(self.opt_EG, training, "opt_EG", {**_named(self.E), **_named(self.G)})
-        ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", _named(self.D))
+        training = ckpt.read_safetensors(model_file.parent / snapshots.TRAINING_FILE)
+        snapshots.load_optimizer_tensors(self.opt_EG, training, "opt_EG", {**_named(self.E), **_named(self.G)})
+        snapshots.load_optimizer_tensors(self.opt_D, training, "opt_D", _named(self.D))
         torch.set_rng_state(training["rng.cpu"])
         self.sampler.generator.set_state(training["rng.sampler"])
         self.step = int(state["step"])
@@ -137,12 +137,12 @@ class MetaTrainer:
 
     def save(self) -> Path:
         training = {"rng.cpu": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
-        training.update(ckpt.optimizer_tensors("opt_EG", self.opt_EG, {**_named(self.E), **_named(self.G)}))
-        training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
+        training.update(snapshots.optimizer_tensors("opt_EG", self.opt_EG, {**_named(self.E), **_named(self.G)}))
+        training.update(snapshots.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
         state = {"images_seen": self.step * self.cfg.batch, "step": self.step, "elapsed_s": self.elapsed,
                  "seed": self.seed, "data": str(self.opts.data), "videos": [v.name for v in self.videos],
                  "exclude": self.exclude}
-        return ckpt.save_snapshot(self.out, self.cfg, {"E": self.E, "G": self.G, "D": self.D}, training, state,
+        return snapshots.save_snapshot(self.out, self.cfg, {"E": self.E, "G": self.G, "D": self.D}, training, state,
                                   keep=self.opts.keep_snapshots, kind=RUN_KIND)
 
     # ------------------------------------------------------------------ one step
@@ -232,8 +232,8 @@ class MetaTrainer:
     def run(self) -> dict:
         opts, cfg, main, dp = self.opts, self.cfg, self.main, self.dp
         if main:  # after a crash: no temporaries, no log lines of steps past the snapshot resumed from
-            ckpt.clean_stale_temporaries(self.out)
-            ckpt.rewind_log(self.out / "stats.jsonl", lambda r: int(r.get("step", 0)) <= self.step)
+            snapshots.clean_stale_temporaries(self.out)
+            snapshots.rewind_log(self.out / "stats.jsonl", lambda r: int(r.get("step", 0)) <= self.step)
         if self.step == 0 and main:
             write_json_atomic(self.out / "training_options.json", {
                 "options": dataclasses.asdict(opts), "config": cfg.to_dict(),

@@ -77,7 +77,7 @@ def _mean_w(G) -> torch.Tensor:
 def build_networks(cfg, tensors: dict[str, torch.Tensor], source: str) -> dict:
     """facesynth's networks loaded with the converted tensors (each name and shape checked)."""
     from ..nets import build_discriminator, build_generator
-    from ..training.checkpoint import load_module_tensors
+    from ..checkpoints import load_module_tensors
 
     nets = {}
     for prefix in sorted({k.split(".", 1)[0] for k in tensors}):
@@ -96,7 +96,7 @@ def import_checkpoint(src: str | Path, out: str | Path, what: str = "generator",
     ``what="generator"``: the EMA generator alone (what inference needs); ``"all"``: G, D and G_ema, so that
     ``train --init-from`` can fine-tune it.  Nothing in ``src`` is executed.
     """
-    from ..training.checkpoint import model_metadata, module_tensors, save_file
+    from ..checkpoints import model_metadata, module_tensors, save_file
     from ..util.atomic import atomic_path
     from .official import Refused, build_config, facesynth_tensors
 

@@ -17,7 +17,7 @@ from ..errors import FacesynthError
 
 def _load_networks(model: Path):
     from ..nets import build_discriminator
-    from ..training.checkpoint import load_generator, load_module_tensors, read_model
+    from ..checkpoints import load_generator, load_module_tensors, read_model
 
     cfg, tensors, _ = read_model(model)
     nets = {"G_ema": load_generator(model, which="G_ema")}

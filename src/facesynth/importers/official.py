@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import GANConfig
 from ..errors import FacesynthError
-from ..presets import GANConfig
 
 # The only resampling filter facesynth's layers use: [1, 3, 3, 1] outer product, unit DC gain.
 _FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])

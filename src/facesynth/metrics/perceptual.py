@@ -105,7 +105,7 @@ def lpips_path(path: str | os.PathLike | None = None) -> Path | None:
 
 def load_lpips_vgg16(path: str | os.PathLike, device: str | torch.device = "cpu") -> LPIPSVGG16:
     """LPIPS-VGG16 from a safetensors file in the layout described in the module docstring."""
-    from ..training.checkpoint import read_safetensors  # validates the header; never unpickles
+    from ..checkpoints import read_safetensors  # validates the header; never unpickles
 
     path = Path(path)
     if not path.is_file():

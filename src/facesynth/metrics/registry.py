@@ -269,7 +269,7 @@ def metrics_per_data(ckpt_or_generator, data_paths: Sequence[str | os.PathLike |
     if isinstance(ckpt_or_generator, torch.nn.Module):
         G = ckpt_or_generator
     else:
-        from ..training.checkpoint import load_generator, resolve_checkpoint
+        from ..checkpoints import load_generator, resolve_checkpoint
 
         checkpoint = resolve_checkpoint(ckpt_or_generator)  # once: a run folder's latest may move on
         G = load_generator(checkpoint, dev or pick_device())
@@ -406,7 +406,7 @@ def split_data_paths(values: Sequence[str] | str | None) -> list[str]:
 
 def checkpoint_kimg(path: str | os.PathLike) -> float | None:
     """Training progress of a checkpoint, when it says: a snapshot's state.json or a history file's name."""
-    from ..training.checkpoint import resolve_checkpoint
+    from ..checkpoints import resolve_checkpoint
 
     model = resolve_checkpoint(path)
     state = model.parent / "state.json"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..config import GANConfig
 from ..errors import FacesynthError
-from ..presets import GANConfig
 
 # The most G, G_ema and D may take together by gan_size_bound's estimate (about twice their true size).  Every
 # preset is under 0.7 GiB; a config that validates yet estimates past this would only die in the allocator.
@@ -14,7 +14,7 @@ def check_network_size(cfg: GANConfig) -> int:
     """Refuse, with the estimate, a config whose networks are too large to build; returns the estimate."""
     import torch
 
-    from ..training.checkpoint import gan_size_bound  # the one estimate, which read_model uses too
+    from ..checkpoints import gan_size_bound  # the one estimate, which read_model uses too
 
     size = gan_size_bound(cfg)
     if size > MAX_NETWORK_BYTES and torch.get_default_device().type != "meta":  # meta allocates nothing
@@ -38,4 +38,11 @@ def build_discriminator(cfg: GANConfig):
     return Discriminator(cfg)
 
 
-__all__ = ["build_generator", "build_discriminator", "check_network_size", "MAX_NETWORK_BYTES"]
+def parameter_counts(cfg: GANConfig) -> dict[str, int]:
+    """Trainable parameters of the networks ``cfg`` builds: G, its mapping network, and D."""
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {"G": count(g), "G.mapping": count(g.mapping), "D": count(d)}
+
+
+__all__ = ["build_generator", "build_discriminator", "check_network_size", "parameter_counts", "MAX_NETWORK_BYTES"]

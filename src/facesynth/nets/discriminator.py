@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from ..presets import GANConfig
+from ..config import GANConfig
 from .growth import Growable, downsample_box, fade
 from .layers import EqualConv2d, EqualLinear, MinibatchStdDev, ReducedPrecision, downsample2d, make_fir_kernel
 from .mapping import MappingNetwork

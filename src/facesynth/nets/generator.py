@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..presets import GANConfig
+from ..config import GANConfig
 from .mapping import MappingNetwork
 
 

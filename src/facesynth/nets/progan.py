@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..presets import GANConfig
+from ..config import GANConfig
 from .growth import BlockwiseSynthesis, upsample_nearest
 from .layers import EqualConv2d, EqualLinear, ReducedPrecision, normalize_2nd_moment
 

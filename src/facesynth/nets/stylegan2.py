@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..presets import GANConfig
+from ..config import GANConfig
 from .growth import Growable
 from .layers import (EqualConv2d, ModulatedConv2d, NoiseInjection, ReducedPrecision, activate, make_fir_kernel,
                      scale_and_clamp, upsample2d)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..presets import GANConfig
+from ..config import GANConfig
 
 
 @dataclass(frozen=True)

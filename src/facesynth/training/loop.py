@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import checkpoints as ckpt
 from ..data.loader import ImageDataset, batch_iterator
 from ..errors import FacesynthError
 from ..nets import build_discriminator, build_generator
@@ -32,8 +33,7 @@ from ..presets import get_preset
 from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
 from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
-from . import checkpoint as ckpt
-from . import performance
+from . import performance, snapshots
 from .distributed import SINGLE, DataParallel, sharded_noise
 from .growth import GrowthPoint, GrowthSchedule
 from .guard import NonFiniteGuard, diagnosis, finite_means, nonfinite_parameters
@@ -153,7 +153,7 @@ class Trainer:
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.out = check_writable_dir(opts.out)
-        resume_model = ckpt.find_resume(self.out, opts.resume)
+        resume_model = snapshots.find_resume(self.out, opts.resume)
         if resume_model is not None:
             self.cfg, _ = ckpt.read_model_file(resume_model)
             bad = set(opts.overrides) - RESUMABLE_OVERRIDES
@@ -245,14 +245,14 @@ class Trainer:
         _, tensors = ckpt.read_model_file(model_file)
         for name, m in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             ckpt.load_module_tensors(m, tensors, name, str(model_file))
-        tfile = snap / ckpt.TRAINING_FILE
+        tfile = snap / snapshots.TRAINING_FILE
         state_file = snap / "state.json"
         if not tfile.is_file() or not state_file.is_file():
             print(f"note: {snap} has no training state; starting fresh optimizers from its weights", file=sys.stderr)
             return
         training = ckpt.read_safetensors(tfile)
-        ckpt.load_optimizer_tensors(self.opt_G, training, "opt_G", named_parameters_by_id(self.G))
-        ckpt.load_optimizer_tensors(self.opt_D, training, "opt_D", named_parameters_by_id(self.D))
+        snapshots.load_optimizer_tensors(self.opt_G, training, "opt_G", named_parameters_by_id(self.G))
+        snapshots.load_optimizer_tensors(self.opt_D, training, "opt_D", named_parameters_by_id(self.D))
         state = ckpt.read_json(state_file, "training state")
         try:
             self.images_seen, self.step = int(state["images_seen"]), int(state["step"])
@@ -283,12 +283,12 @@ class Trainer:
         training = {"rng.cpu": torch.get_rng_state(), "rng.aug": self.aug_gen.get_state()}
         if self.device.type == "cuda":
             training["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        training.update(ckpt.optimizer_tensors("opt_G", self.opt_G, named_parameters_by_id(self.G)))
-        training.update(ckpt.optimizer_tensors("opt_D", self.opt_D, named_parameters_by_id(self.D)))
+        training.update(snapshots.optimizer_tensors("opt_G", self.opt_G, named_parameters_by_id(self.G)))
+        training.update(snapshots.optimizer_tensors("opt_D", self.opt_D, named_parameters_by_id(self.D)))
         state = {"images_seen": self.images_seen, "kimg": self.images_seen / 1000, "step": self.step,
                  "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.seed,
                  "data": str(self.opts.data), "growth": dataclasses.asdict(self.growth)}
-        return ckpt.save_snapshot(self.out, self.cfg, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+        return snapshots.save_snapshot(self.out, self.cfg, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
                                   training, state, keep=self.opts.keep_snapshots)
 
     # ------------------------------------------------------------------ growing
@@ -547,7 +547,7 @@ class Trainer:
                 if (self.images_seen >= next_snap or done) and main:
                     history = None
                     if opts.history:  # first, so a published snapshot always has its entry
-                        history = ckpt.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
+                        history = snapshots.save_generator_history(self.out, cfg, self.G_ema, self.images_seen)
                     snap = self.save()
                     point = history or snap / ckpt.MODEL_FILE
                     if opts.metrics:
@@ -589,7 +589,7 @@ class Trainer:
         nets = {"G": self.G, "D": self.D}
         if worst < steps and not nonfinite_parameters(nets):
             return False
-        latest = ckpt.find_resume(self.out, "auto")
+        latest = snapshots.find_resume(self.out, "auto")
         if latest is None or self.rollbacks >= MAX_ROLLBACKS:
             why = diagnosis(skipped, nets, lambda: self._probe(next(batches)))
             tried = f" after {self.rollbacks} rollbacks to the last snapshot" if self.rollbacks else ""
@@ -615,14 +615,14 @@ class Trainer:
     def _rewind_logs(self) -> None:
         """After a crash: drop temporaries and the log lines of steps past the snapshot this run starts from,
         and give every snapshot its history entry."""
-        for p in ckpt.clean_stale_temporaries(self.out):
+        for p in snapshots.clean_stale_temporaries(self.out):
             tqdm.write(f"removed {p.name}, left by an interrupted write", file=sys.stderr)
         if self.opts.history:  # snapshots published without their entry by older versions
-            for p in ckpt.restore_generator_history(self.out):
+            for p in snapshots.restore_generator_history(self.out):
                 tqdm.write(f"wrote {p.name}, missing from history/", file=sys.stderr)
         seen = self.images_seen
-        for log in ("stats.jsonl", ckpt.METRICS_LOG):
-            ckpt.rewind_log(self.out / log, lambda r: round(float(r.get("kimg", 0)) * 1000) <= seen)
+        for log in ("stats.jsonl", snapshots.METRICS_LOG):
+            snapshots.rewind_log(self.out / log, lambda r: round(float(r.get("kimg", 0)) * 1000) <= seen)
 
     def _tensorboard(self):
         if not self.opts.tensorboard:

@@ -16,9 +16,9 @@ import sys
 import torch
 from torch import nn
 
+from .. import checkpoints as ckpt
+from ..config import GANConfig
 from ..errors import FacesynthError
-from ..presets import GANConfig
-from . import checkpoint as ckpt
 
 # Everything that must agree for the old weights to mean the same in the new networks.
 SHARED_FIELDS = ("arch", "image_channels", "z_dim", "w_dim", "mapping_layers", "c_dim", "g_architecture",

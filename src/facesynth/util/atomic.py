@@ -97,7 +97,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def append_json_line(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line to a log; a full disk or read-only folder is one clear error naming the log.
 
-    (A line torn by a crash is dropped when the run resumes: training.checkpoint.rewind_log.)
+    (A line torn by a crash is dropped when the run resumes: training.snapshots.rewind_log.)
     """
     try:
         with open(path, "a", encoding="utf-8") as f:

@@ -21,7 +21,7 @@ Face = int | torch.Tensor  # a seed, or a projected photo's ws [1, num_ws, w_dim
 
 class FaceModel:
     def __init__(self, ckpt: str, device: str | torch.device = "cpu"):
-        from ..training.checkpoint import load_generator
+        from ..checkpoints import load_generator
 
         self.path = ckpt
         self.G = load_generator(ckpt, device).eval().requires_grad_(False)
