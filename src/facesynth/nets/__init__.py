@@ -32,9 +32,13 @@ def build_generator(cfg: GANConfig):
 
 
 def build_discriminator(cfg: GANConfig):
+    check_network_size(cfg)
+    if cfg.discriminator == "projected":
+        from .projected import ProjectedDiscriminator
+
+        return ProjectedDiscriminator(cfg.resolution)
     from .discriminator import Discriminator
 
-    check_network_size(cfg)
     return Discriminator(cfg)
 
 

@@ -113,6 +113,16 @@ class Discriminator(nn.Module, Growable):
         self.epilogue = DiscriminatorEpilogue(cfg.channels_at(4), cfg.mbstd_group, cfg.mbstd_channels, cmap_dim,
                                               cfg.conv_clamp)
 
+    def input_side_parameters(self, blocks: int) -> list[nn.Parameter]:
+        """The parameters of the first ``blocks`` blocks from the image side and of the fromRGB layers that feed
+        them (what FreezeD keeps fixed when fine-tuning)."""
+        if blocks <= 0:
+            return []
+        modules = [self.fromrgb, *self.blocks[:blocks]]
+        if self.image_skips:  # the skip form also reads the image at each of those blocks' output resolutions
+            modules += [self.fromrgb_skip[str(b.resolution // 2)] for b in self.blocks[:blocks - 1]]
+        return [p for m in modules for p in m.parameters()]
+
     def _fromrgb(self, res: int) -> nn.Module:
         if res == self.max_resolution:
             return self.fromrgb

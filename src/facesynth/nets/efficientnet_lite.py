@@ -137,10 +137,13 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> EfficientN
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one message
         raise FacesynthError(f"{file}: not a readable EfficientNet-Lite0 state dict ({type(e).__name__})") from None
-    net = EfficientNetLite0()
+    # Built on the meta device and given the file's tensors: no random initialisation, so loading it (lazily,
+    # mid-run) leaves the global random numbers, and a resumed run's, untouched.
+    with torch.device("meta"):
+        net = EfficientNetLite0()
     own = net.state_dict()
     if not isinstance(state, dict) or set(state) != set(own) or any(
-            tuple(state[k].shape) != tuple(v.shape) for k, v in own.items()):
+            not torch.is_tensor(state[k]) or tuple(state[k].shape) != tuple(v.shape) for k, v in own.items()):
         raise FacesynthError(f"{file}: not EfficientNet-Lite0's ImageNet weights (its tensors differ)")
-    net.load_state_dict(state)
+    net.load_state_dict(state, assign=True)
     return net.eval().requires_grad_(False)

@@ -27,38 +27,40 @@ DISC_CHANNELS = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32}
 MIN_FEATURE_RESOLUTION = 64
 
 
-def _frozen(module: nn.Module) -> nn.Module:
-    return module.requires_grad_(False)
-
-
 class ScaleMixing(nn.Module):
     """Fixed random projections: a 1x1 conv per scale, then a top-down path (each coarser result up-sampled 2x,
-    added to the next finer one and projected by a 1x1 conv that halves its channels)."""
+    added to the next finer one and projected by a 1x1 conv that halves its channels).
+
+    The projections are buffers, not parameters: nothing (not even ``requires_grad_(True)`` on the whole
+    discriminator, as the training loop does) makes them learn."""
 
     def __init__(self, in_channels=FEATURE_CHANNELS, mixed=MIXED_CHANNELS, seed: int = 0):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)  # the same random projection for every run and every rank
-        self.ccm = nn.ModuleList([nn.Conv2d(ci, co, 1) for ci, co in zip(in_channels, mixed)])
         # Fusing scale i's mixture with the up-sampled result from below halves the channels (the finest keeps
         # its own), so each result has the channels of the next finer mixture it is added to.
         self.out_channels = tuple(c if i == 0 else c // 2 for i, c in enumerate(mixed))
         if any(self.out_channels[i + 1] != mixed[i] for i in range(len(mixed) - 1)):
             raise ValueError(f"mixed channels {mixed} must double from scale to scale")
-        self.csm = nn.ModuleList([nn.Conv2d(c, oc, 1) for c, oc in zip(mixed, self.out_channels)])
-        for conv in [*self.ccm, *self.csm]:
-            nn.init.kaiming_normal_(conv.weight, generator=gen)
-            nn.init.zeros_(conv.bias)
-        _frozen(self)
+        for i, (ci, co) in enumerate(zip(in_channels, mixed)):
+            self.register_buffer(f"ccm{i}", self._kaiming(co, ci, gen))
+        for i, (c, oc) in enumerate(zip(mixed, self.out_channels)):
+            self.register_buffer(f"csm{i}", self._kaiming(oc, c, gen))
+        self.scales = len(mixed)
+
+    @staticmethod
+    def _kaiming(cout: int, cin: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.randn(cout, cin, 1, 1, generator=gen) * (2.0 / cin) ** 0.5
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        mixed = [ccm(f) for ccm, f in zip(self.ccm, feats)]
-        out = [None] * len(mixed)
+        mixed = [F.conv2d(f, getattr(self, f"ccm{i}")) for i, f in enumerate(feats)]
+        out = [None] * self.scales
         below = None
-        for i in reversed(range(len(mixed))):
+        for i in reversed(range(self.scales)):
             x = mixed[i]
             if below is not None:
                 x = x + F.interpolate(below, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            out[i] = self.csm[i](x)
+            out[i] = F.conv2d(x, getattr(self, f"csm{i}"))
             below = out[i]
         return out
 
@@ -89,16 +91,26 @@ class ProjectedDiscriminator(nn.Module, Growable):
         self.init_growth(resolution)
         self.min_resolution = resolution  # not grown progressively
         self.feature_resolution = feature_resolution or max(resolution, MIN_FEATURE_RESOLUTION)
-        # Frozen and outside the state dict's trainable part: kept as a plain attribute so that checkpoints
-        # hold only what trains (the weights come from the installed package).
-        self.__dict__["features"] = load_efficientnet_lite0(weights)
+        # The frozen ImageNet network is a plain attribute, loaded on first use: checkpoints hold only what is
+        # built here (its weights come from the installed package), and reading one needs no ImageNet weights.
+        self.__dict__["_features"] = None
+        self._weights = weights
         self.mixing = ScaleMixing()
         sizes = [self.feature_resolution // s for s in (4, 8, 16, 32)]  # each scale keeps its feature map's size
         self.discs = nn.ModuleList([ScaleDiscriminator(c, r) for c, r in zip(self.mixing.out_channels, sizes)])
 
+    @property
+    def features(self):
+        if self.__dict__["_features"] is None:
+            net = load_efficientnet_lite0(self._weights)
+            device = next(self.discs.parameters()).device
+            self.__dict__["_features"] = net.to(device)
+        return self.__dict__["_features"]
+
     def _apply(self, fn, recurse=True):
-        # .to(device) and dtype casts reach the frozen feature network too.
-        self.__dict__["features"] = self.features._apply(fn)
+        # .to(device) reaches the frozen feature network too, once it is loaded.
+        if self.__dict__["_features"] is not None:
+            self.__dict__["_features"] = self.__dict__["_features"]._apply(fn)
         return super()._apply(fn, recurse)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

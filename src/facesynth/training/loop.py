@@ -37,9 +37,11 @@ from . import performance, snapshots
 from .distributed import SINGLE, DataParallel, sharded_noise
 from .growth import GrowthPoint, GrowthSchedule
 from .guard import NonFiniteGuard, diagnosis, finite_means, nonfinite_parameters
+from .augmentation import Augmentation
 from .losses import (
     discriminator_loss,
     generator_loss,
+    hinge_discriminator_loss,
     gradient_penalty,
     path_length_penalty,
     r1_penalty,
@@ -53,6 +55,7 @@ MAX_ROLLBACKS = 3  # a run that keeps failing after this many returns to a snaps
 # Config fields that may be changed when resuming (they do not alter the networks' shapes).
 RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_weight", "pl_interval", "snapshot_kimg",
                        "ema_kimg", "ema_rampup", "xflip", "style_mixing_prob", "gp_lambda", "drift_weight",
+                       "diffaugment", "ada_target", "ada_kimg",
                        "framing"}
 
 
@@ -176,6 +179,8 @@ class Trainer:
         self.opt_G = make_optimizer(self.G.parameters(), cfg.g_lr, cfg.pl_interval if cfg.pl_weight > 0 else None)
         self.opt_D = make_optimizer(self.D.parameters(), cfg.d_lr, cfg.r1_interval if cfg.r1_gamma > 0 else None)
         self.aug_gen = torch.Generator().manual_seed(opts.seed + 1)
+        self.augment = Augmentation(cfg, opts.seed, self.dp.world_size)
+        self.frozen_d = self.D.input_side_parameters(cfg.freeze_d) if cfg.freeze_d else []
         self.images_seen = 0
         self.step = 0
         self.pl_mean = torch.zeros((), device=self.device)
@@ -272,6 +277,7 @@ class Trainer:
         try:
             torch.set_rng_state(training["rng.cpu"])
             self.aug_gen.set_state(training["rng.aug"])
+            self.augment.load(state.get("augment", {}), training)
             if self.device.type == "cuda" and "rng.cuda" in training:
                 torch.cuda.set_rng_state(training["rng.cuda"], self.device)
         except (KeyError, RuntimeError, TypeError) as e:
@@ -280,14 +286,15 @@ class Trainer:
             print(f"resumed from {snap} at {self.images_seen / 1000:.1f} kimg", file=sys.stderr)
 
     def save(self) -> Path:
-        training = {"rng.cpu": torch.get_rng_state(), "rng.aug": self.aug_gen.get_state()}
+        training = {"rng.cpu": torch.get_rng_state(), "rng.aug": self.aug_gen.get_state(), **self.augment.rng_tensors()}
         if self.device.type == "cuda":
             training["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         training.update(snapshots.optimizer_tensors("opt_G", self.opt_G, named_parameters_by_id(self.G)))
         training.update(snapshots.optimizer_tensors("opt_D", self.opt_D, named_parameters_by_id(self.D)))
         state = {"images_seen": self.images_seen, "kimg": self.images_seen / 1000, "step": self.step,
                  "pl_mean": float(self.pl_mean), "elapsed_s": self.elapsed, "seed": self.seed,
-                 "data": str(self.opts.data), "growth": dataclasses.asdict(self.growth)}
+                 "data": str(self.opts.data), "growth": dataclasses.asdict(self.growth),
+                 "augment": self.augment.state()}
         return snapshots.save_snapshot(self.out, self.cfg, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
                                   training, state, keep=self.opts.keep_snapshots)
 
@@ -343,7 +350,7 @@ class Trainer:
         if self.growth.alpha < 1.0:
             # Reals fade like the generator's output: from the up-sampled image below to full detail.
             real = fade(G.synthesis.upsample_image(downsample_box(real)), real, self.growth.alpha)
-        wgan = cfg.loss == "wgan-gp"
+        wgan, hinge = cfg.loss == "wgan-gp", cfg.loss == "hinge"
         stats = {}
 
         # G main: fool D.
@@ -351,8 +358,9 @@ class Trainer:
         D.requires_grad_(False)
         z = dp.randn(batch, cfg.z_dim, device=dev)
         fake = self.synthesis_main(mixed_ws(G, z, cfg.style_mixing_prob, dp=dp))
-        fake_logits = self.D_main(fake)
-        loss_G = wgan_generator_loss(fake_logits) if wgan else generator_loss(fake_logits)
+        fake_logits = self.D_main(self.augment(fake))
+        # WGAN's and the hinge loss's generator both raise D's score of its images.
+        loss_G = wgan_generator_loss(fake_logits) if wgan or hinge else generator_loss(fake_logits)
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         dp.average_gradients(G)
@@ -380,18 +388,21 @@ class Trainer:
         # D main: tell real from fake.
         G.requires_grad_(False)
         D.requires_grad_(True)
+        for p in self.frozen_d:  # FreezeD: these keep their weights (no gradient, so Adam leaves them)
+            p.requires_grad_(False)
         with torch.no_grad():
             z = dp.randn(batch, cfg.z_dim, device=dev)
             fake = self.synthesis_main(mixed_ws(G, z, cfg.style_mixing_prob, update_w_avg=True, dp=dp))
-        fake_logits = self.D_main(fake)
-        real_logits = self.D_main(real)
+        fake_logits = self.D_main(self.augment(fake))
+        real_logits = self.D_main(self.augment(real))
+        self.augment.observe(real_logits)
         if wgan:
             loss_D = wgan_critic_loss(real_logits, fake_logits, cfg.drift_weight)
             gp = gradient_penalty(D, real, fake, rand=dp.rand)
             loss_D = loss_D + cfg.gp_lambda * gp.mean()
             stats["loss/gp"] = gp.detach().mean()
         else:
-            loss_D = discriminator_loss(real_logits, fake_logits)
+            loss_D = (hinge_discriminator_loss if hinge else discriminator_loss)(real_logits, fake_logits)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         dp.average_gradients(D)
@@ -403,7 +414,7 @@ class Trainer:
         # D reg: R1, every r1_interval steps.
         if not wgan and cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0:
             real_r1 = real.detach().requires_grad_(True)
-            pen = r1_penalty(D(real_r1), real_r1)
+            pen = r1_penalty(D(self.augment(real_r1)), real_r1)  # through the augmentation, as ADA does
             loss_r1 = pen.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
@@ -419,6 +430,8 @@ class Trainer:
         if cfg.ema_rampup:
             ema_nimg = min(ema_nimg, self.images_seen * cfg.ema_rampup)
         update_ema(self.G_ema, G, 0.5 ** (global_batch / max(ema_nimg, 1e-8)))
+        self.augment.step(global_batch)
+        stats.update(self.augment.stats())
         self.step += 1
         return stats
 

@@ -1,5 +1,5 @@
 """GAN losses: the non-saturating logistic loss with R1 and path-length regularisation (StyleGAN,
-StyleGAN2), and WGAN-GP with ProGAN's drift term."""
+StyleGAN2), WGAN-GP with ProGAN's drift term, and the hinge loss of projected GANs."""
 
 from __future__ import annotations
 
@@ -62,3 +62,8 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: 
     mixed = real.detach().lerp(fake.detach(), t).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - target).square() / target**2
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss (Lim & Ye 2017): max(0, 1 - D(x)) + max(0, 1 + D(G(z))), over every logit of every scale."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
