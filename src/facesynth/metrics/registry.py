@@ -6,8 +6,9 @@ generally ``<kind><count>`` with kind one of fid, kid, pr, fd_dlib, swd, ppl_w, 
 count is the number of generated images (PPL: of sampled pairs); FID, KID, precision/recall and fd_dlib use
 as many real images (all of them when the data set is smaller), so ``fid10k``, ``kid10k`` and
 ``pr10k`` share one pass over each set.  ``fd_dlib`` is FID's Fréchet distance on dlib's 128-D face
-descriptors instead of Inception features (face_descriptors.py): a number ImageNet features cannot flatter.  ``compute_metrics(..., num=N)`` overrides every count and
-the metric is then named with it (``fid10k`` at num=500 is reported as ``fid500``).
+descriptors instead of Inception features (face_descriptors.py): a number ImageNet features cannot flatter.
+``compute_metrics(..., num=N)`` overrides every count and the metric is then named with it (``fid10k`` at
+num=500 is reported as ``fid500``).
 ``compute_image_metrics`` scores a folder or zip of images already generated (by any program) the same way.
 ``metrics_per_data`` and ``image_metrics_per_data`` score against several data sets, extracting the
 generated images' features once.  Every result records how its generated images were drawn: ψ, cutoff,

@@ -222,12 +222,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ metrics
     def _check_metrics(self) -> None:
-        """Unknown names or a missing Inception network must fail now, not at the first snapshot."""
-        from ..metrics import parse_metrics
-        from ..metrics.inception import feature_extractor
+        """Unknown names or a missing feature network (Inception, dlib's) must fail now, not at the first snapshot."""
+        from ..metrics import check_metric_networks
 
-        if any(spec.needs_inception for spec in parse_metrics(self.opts.metrics)):
-            feature_extractor(self.device)
+        check_metric_networks(self.opts.metrics, self.device)
 
     def evaluate(self, checkpoint: Path, writer=None) -> dict:
         """Metrics of the current G_ema, appended to metrics.jsonl (global RNGs are left untouched)."""
