@@ -780,7 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("metrics", help="FID, KID, precision/recall, SWD and PPL of a checkpoint (or of images "
                        "generated elsewhere)")
     _ckpt_arg(s)
-    s.add_argument("--fakes", type=_path, default=None, help="instead of a checkpoint: a folder or zip of generated images "
+    s.add_argument("--fakes", type=_path, default=None, help="instead of a checkpoint: a folder or zip of generated "
+                   "images "
                    "(any program's; all square, at least as many as the metric counts); not for PPL")
     s.add_argument("--all", action="store_true", help="every snapshot and history/ entry of the run folder --ckpt")
     s.add_argument("--data", type=_path, action="append", default=None,

@@ -24,6 +24,16 @@ G_ARCHITECTURES = ("skip", "resnet", "orig")  # the first of each is the default
 D_ARCHITECTURES = ("resnet", "skip", "orig")
 LOSSES = ("logistic", "wgan-gp", "hinge")
 DISCRIMINATORS = ("native", "projected")
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
+def parse_diffaugment(text) -> tuple[str, ...]:
+    """A DiffAugment policy ("color,translation,cutout", or a sequence of those names) as a tuple of names."""
+    names = tuple(p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip())
+    unknown = sorted(set(names) - set(DIFFAUGMENT_POLICIES))
+    if unknown:
+        raise ValueError(f"unknown DiffAugment policy {unknown} (known: {', '.join(DIFFAUGMENT_POLICIES)})")
+    return names
 
 
 def _type_problem(value, kind: str) -> str | None:
@@ -129,6 +139,7 @@ class GANConfig(JsonConfig):
     # "native": the architecture's own discriminator; "projected": small discriminators on frozen ImageNet
     # features (Sauer et al. 2021; the G stays the architecture's).
     discriminator: str = "native"
+    projected_resolution: int | None = None  # side at which the projected D's feature network reads images
     # "logistic" (non-saturating, R1), "wgan-gp" (ProGAN: gradient penalty + drift) or "hinge" (projected GANs)
     loss: str = "logistic"
     # Augmentation of every image D sees: DiffAugment's policy ("color,translation,cutout"; "" = none) and ADA's
@@ -253,14 +264,15 @@ class GANConfig(JsonConfig):
         return self
 
     def _validate_augmentation(self, bad) -> None:
-        from .training.diffaugment import parse_policy
-
         if self.discriminator not in DISCRIMINATORS:
             raise bad(f"discriminator must be one of {', '.join(DISCRIMINATORS)}, got {self.discriminator!r}")
+        pr = self.projected_resolution
+        if pr is not None and not 32 <= pr <= 1024:
+            raise bad(f"projected_resolution must be null or from 32 to 1024, got {pr!r}")
         if self.discriminator == "projected" and (self.progressive or self.loss == "wgan-gp"):
             raise bad("the projected discriminator is trained at full resolution with the hinge or logistic loss")
         try:
-            parse_policy(self.diffaugment)
+            parse_diffaugment(self.diffaugment)
         except ValueError as e:
             raise bad(str(e)) from None
         if self.ada_target is not None and not 0 < self.ada_target < 1:
@@ -345,5 +357,6 @@ class GANConfig(JsonConfig):
                     raise bad(f"{name}[{k!r}] must be positive, got {v!r}")
 
 
-__all__ = ["JsonConfig", "GANConfig", "ARCHS", "LOSSES", "DISCRIMINATORS", "G_ARCHITECTURES", "D_ARCHITECTURES", "MAX_RESOLUTION",
+__all__ = ["JsonConfig", "GANConfig", "ARCHS", "LOSSES", "DISCRIMINATORS", "G_ARCHITECTURES", "D_ARCHITECTURES",
+           "MAX_RESOLUTION",
            "MAX_CHANNELS", "MAX_DIM", "MAX_BATCH", "MAX_TEXT"]

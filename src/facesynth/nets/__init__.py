@@ -36,7 +36,7 @@ def build_discriminator(cfg: GANConfig):
     if cfg.discriminator == "projected":
         from .projected import ProjectedDiscriminator
 
-        return ProjectedDiscriminator(cfg.resolution)
+        return ProjectedDiscriminator(cfg.resolution, cfg.projected_resolution)
     from .discriminator import Discriminator
 
     return Discriminator(cfg)

@@ -14,17 +14,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
+from ..config import DIFFAUGMENT_POLICIES as POLICIES
+from ..config import parse_diffaugment as parse_policy  # noqa: F401 - the name the trainer uses
+
 TRANSLATION_RATIO = 0.125  # shift by up to 1/8 of the image each way
 CUTOUT_RATIO = 0.5  # a square of half the image's side
-
-
-def parse_policy(text: str | Sequence[str]) -> tuple[str, ...]:
-    names = tuple(p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip())
-    unknown = sorted(set(names) - set(POLICIES))
-    if unknown:
-        raise ValueError(f"unknown DiffAugment policy {unknown} (known: {', '.join(POLICIES)})")
-    return names
 
 
 def _rand(x: torch.Tensor, gen: torch.Generator | None, *shape) -> torch.Tensor:
