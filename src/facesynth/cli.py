@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import __version__
-from .config import MAX_BATCH, MAX_DIM, MAX_RESOLUTION
+from .config import MAX_BATCH, MAX_DIM, MAX_RESOLUTION, SEED_MAX
 from .errors import FacesynthError
 
 CKPT_ENV = "FACESYNTH_CKPT"
@@ -19,7 +19,6 @@ CKPT_ENV = "FACESYNTH_CKPT"
 # Every number and path on the command line is checked by these at parse time, so a bad value is argparse's
 # usage error (exit 2) before anything runs: never a traceback, nor a black image from a NaN.
 
-SEED_MAX = 2**32 - 1  # numpy's RandomState, which turns every seed into its latent, takes no larger seed
 TRUNC_LIMIT = 10.0  # psi beyond +-10 draws no face, and far beyond it w overflows float32
 MAX_COUNT = 10**9  # steps, images, frames: a larger count is a typo, not a plan
 MAX_THREADS = 4096

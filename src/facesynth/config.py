@@ -24,6 +24,9 @@ G_ARCHITECTURES = ("skip", "resnet", "orig")  # the first of each is the default
 D_ARCHITECTURES = ("resnet", "skip", "orig")
 LOSSES = ("logistic", "wgan-gp", "hinge")
 DISCRIMINATORS = ("native", "projected")
+# Seeds become latents through numpy's RandomState, which takes no larger seed: every command and the web API take
+# this range.
+SEED_MIN, SEED_MAX = 0, 2**32 - 1
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 
 

@@ -8,7 +8,6 @@ facesynth's networks (``official``) and writes a facesynth model file that every
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -16,18 +15,11 @@ from pathlib import Path
 import torch
 
 from ..errors import FacesynthError
+from ..util.hashing import file_sha256
 
 WHAT = ("generator", "all")
 # rosinality's files carry no mean w: it is the mean of this many mapped z (seed 0), as its mean_latent does.
 W_AVG_SAMPLES = 10_000
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_foreign(src: str | Path) -> tuple[str, dict]:
@@ -113,7 +105,7 @@ def import_checkpoint(src: str | Path, out: str | Path, what: str = "generator",
         raise FacesynthError(f"{out}: is a folder; --out names the .safetensors file to write")
     fmt, networks = read_foreign(src)
     chosen = _choose(networks, what, src)
-    digest = _sha256(src)
+    digest = file_sha256(src)
     description = f"imported from {src.name} ({fmt}, sha256 {digest[:16]})"
     try:
         cfg = build_config(chosen, src.stem[:200] or "imported", description)

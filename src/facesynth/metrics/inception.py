@@ -39,7 +39,6 @@ bit-reproducible for a fixed thread count, and differ by float32 rounding (~1e-6
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import os
 import sys
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import FacesynthError
+from ..util.hashing import file_sha256  # noqa: F401 - metrics modules take it from here
 from ..util.device import pick_device
 
 ENV_VAR = "FACESYNTH_INCEPTION"
@@ -85,20 +85,6 @@ def inception_path(path: str | os.PathLike | None = None) -> Path:
     raise FacesynthError(f"the FID Inception network is not available: {HOW_TO_GET}")
 
 
-_sha_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash of the network file: its identity in statistics-cache keys (memoised per size+mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _sha_cache[key] = h.hexdigest()
-    return _sha_cache[key]
 
 
 def resize_like_tf(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:

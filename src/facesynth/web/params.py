@@ -11,7 +11,8 @@ import re
 
 from pydantic_core import PydanticCustomError
 
-SEED_MIN, SEED_MAX = 0, 2**32 - 1  # the seeds every facesynth command takes (numpy's RandomState)
+from ..config import SEED_MAX, SEED_MIN
+
 PSI_MIN, PSI_MAX = -1.0, 2.0  # truncation: 0 the average face, 1 none; beyond 1 or below 0 it extrapolates
 DEFAULT_PSI = 0.7
 SIZE_MIN, SIZE_MAX = 16, 1024  # height of one image (one frame of a strip), in pixels
