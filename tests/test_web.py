@@ -109,8 +109,12 @@ def test_face_is_a_png_of_the_models_size_and_the_same_face_as_generate(client):
     assert client.get("/api/face", params={"seed": 7, "psi": 0.7}).content == r.content  # the cache: same bytes
     G = client.app.state.ctx.model.G
     # As the CLI draws it: exact on any host, as both are one face drawn alone (same shapes, same kernels);
-    # the test client's requests come one at a time, so the server's is never batched with another.
-    assert np.array_equal(img, to_uint8(generate_images(G, [7], 0.7, noise_mode="const"))[0])
+    # the test client's requests come one at a time, so the server's is never batched with another.  Both carry
+    # the same watermark (a function of the pixels and the model).
+    from facesynth.provenance import marked
+
+    drawn = to_uint8(generate_images(G, [7], 0.7, noise_mode="const"))[0]
+    assert np.array_equal(img, marked(drawn, client.app.state.ctx.mark))
     assert png(client.get("/api/face", params={"seed": 7, "psi": 0.7, "size": 256}).content).shape == (256, 256, 3)
 
 

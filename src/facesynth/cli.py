@@ -137,6 +137,21 @@ def _ckpt(args) -> str:
     return str(path)
 
 
+def _mark(args, **params):
+    """What the command's outputs state in their Content Credentials and watermark (None with --no-mark)."""
+    from .checkpoints import resolve_checkpoint
+    from .provenance import for_model
+
+    return for_model(resolve_checkpoint(_ckpt(args)), **params)
+
+
+def _drawing(args) -> dict:
+    """The drawing settings every generated output records."""
+    given = {"psi": args.trunc, "trunc_cutoff": args.trunc_cutoff, "noise": args.noise,
+             "class": getattr(args, "class_index", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _generator(args):
     from .checkpoints import load_generator
     from .util.device import pick_device
@@ -233,7 +248,7 @@ def cmd_animate_run(args) -> int:
     from .animate.reenact import reenact
     from .util.device import pick_device
 
-    _refuse_overwriting(args.out, args.driver, *(args.source or []), *_ckpt_files(args.ckpt))
+    _refuse_overwriting(args.out, args.driver, *(args.source or []), *(_ckpt_files(args.ckpt) if args.ckpt else []))
     report = reenact(args.ckpt, args.driver, args.out, sources=args.source or [], self_mode=args.self_mode,
                      reference=args.reference, side_by_side=args.side_by_side, max_frames=args.max_frames,
                      device=pick_device(args.device), quiet=args.quiet)
@@ -316,7 +331,7 @@ def cmd_generate(args) -> int:
     _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     images = generate_images(G, seeds, args.trunc, args.trunc_cutoff, args.noise, batch=args.batch)
-    paths = save_images(images, seeds, args.out, cols=args.cols)
+    paths = save_images(images, seeds, args.out, cols=args.cols, mark=_mark(args, **_drawing(args)))
     print(f"wrote {len(seeds)} images to {paths[0] if len(paths) == 1 else args.out}", file=sys.stderr)
     return 0
 
@@ -333,7 +348,8 @@ def cmd_mix(args) -> int:
     rows, row_labels = latents_from_spec(G, args.rows, args.trunc, args.trunc_cutoff, settings)
     cols, col_labels = latents_from_spec(G, args.cols, args.trunc, args.trunc_cutoff, settings)
     info = mixing_grid(G, rows, cols, args.styles or available_groups(G), args.out, args.noise,
-                       labels=(row_labels, col_labels))
+                       labels=(row_labels, col_labels),
+                       mark=_mark(args, **_drawing(args), rows=args.rows, cols=args.cols, styles=args.styles))
     print(json.dumps(info))
     return 0
 
@@ -348,7 +364,8 @@ def cmd_project(args) -> int:
                                   seed=args.seed)
     report = project_photo(G, args.target, args.out, settings, align=not args.no_align, lpips=args.lpips,
                            inception=args.inception, ckpt=_ckpt(args), video=not args.no_video,
-                           identity=not args.no_identity, quiet=args.quiet, framing=args.framing)
+                           identity=not args.no_identity, quiet=args.quiet, framing=args.framing,
+                           mark=_mark(args, seed=args.seed))
     print(json.dumps(report))
     return 0
 
@@ -360,7 +377,8 @@ def cmd_noise(args) -> int:
     _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     ws = seed_ws(G, [args.seed], args.trunc, args.trunc_cutoff)
-    info = noise_figure(G, ws, args.out, draws=args.draws, seed=args.noise_seed)
+    info = noise_figure(G, ws, args.out, draws=args.draws, seed=args.noise_seed,
+                        mark=_mark(args, **_drawing(args), seed=args.seed, noise_seed=args.noise_seed))
     print(json.dumps(info))
     return 0
 
@@ -371,7 +389,8 @@ def cmd_interpolate(args) -> int:
     _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
     G = _generator(args)
     info = interpolation_video(G, args.seeds, args.out, args.seconds, args.fps, args.space, args.trunc,
-                               args.trunc_cutoff, args.noise, size=args.size, quiet=args.quiet)
+                               args.trunc_cutoff, args.noise, size=args.size, quiet=args.quiet,
+                               mark=_mark(args, **_drawing(args), seeds=args.seeds, space=args.space))
     print(json.dumps(info))
     return 0
 
@@ -458,6 +477,24 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_detect(args) -> int:
+    from .provenance.detect import describe, detect_file
+
+    all_marked = True
+    for path in args.files:
+        try:
+            report = detect_file(path)
+        except FacesynthError as e:  # one bad file: said in one line, and the others still read
+            all_marked = False
+            if args.json:
+                print(json.dumps({"file": path, "error": str(e)}), flush=True)
+            print(f"facesynth detect: error: {e}", file=sys.stderr, flush=True)
+            continue
+        all_marked &= report["marked"]
+        print(json.dumps(report) if args.json else describe(report), flush=True)
+    return 0 if all_marked else 1
+
+
 def cmd_serve(args) -> int:
     from .web import ServerSettings, serve
 
@@ -490,6 +527,12 @@ def _model_args(s) -> None:
     s.add_argument("--device", default="auto")
     _class_arg(s)
     _threads_arg(s)
+    _no_mark_arg(s)
+
+
+def _no_mark_arg(s) -> None:
+    s.add_argument("--no-mark", action="store_true", help="write outputs without Content Credentials and without "
+                   "the invisible watermark (for research; every output is marked by default, see `facesynth detect`)")
 
 
 def _class_arg(s) -> None:
@@ -518,7 +561,7 @@ def _add_animate(sub) -> None:
     s.add_argument("--data", type=_path, required=True, help="a folder made by `facesynth animate prepare`")
     s.add_argument("--out", type=_path, required=True, help="run folder (snapshots, sample grids, stats.jsonl)")
     s.add_argument("--preset", type=_path, default="talking-64-cpu", help="talking-64-cpu, talking-128 or "
-                   "talking-256-paper")
+                   "talking-256-paper; the warping family: talking-warp-128 or talking-warp-256")
     s.add_argument("--shots", type=_positive_int, default=None, help="K frames per episode (default: the preset's)")
     s.add_argument("--steps", type=_positive_int, default=10_000)
     s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
@@ -546,8 +589,8 @@ def _add_animate(sub) -> None:
     s.set_defaults(func=cmd_animate_finetune)
 
     s = anim.add_parser("run", help="animate a photo with the motion of a driving video")
-    s.add_argument("--ckpt", type=_path, required=True, help="a meta-trained run (embeds --source) or a fine-tuned "
-                   "person")
+    s.add_argument("--ckpt", type=_path, default=None, help="a meta-trained run (embeds --source) or a fine-tuned "
+                   "person (default: the talking head bundled with facesynth)")
     s.add_argument("--source", type=_path, nargs="+", default=None, help="photo(s) of the face to animate (the "
                    "first one gives the face's landmarks); with --self, default the driver's first frame")
     s.add_argument("--driver", type=_path, required=True, help="driving video")
@@ -560,6 +603,7 @@ def _add_animate(sub) -> None:
                    help="show source, driver and the landmarks beside the output")
     s.add_argument("--max-frames", type=_positive_int, default=None)
     _animate_common(s)
+    _no_mark_arg(s)
     s.set_defaults(func=cmd_animate_run)
 
     s = anim.add_parser("eval", help="K-shot self-reenactment metrics on held-out clips, beside a baseline")
@@ -735,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true")
     _threads_arg(s)
+    _no_mark_arg(s)
     s.set_defaults(func=cmd_project)
 
     s = sub.add_parser("noise", help="stochastic variation: one face, many noise draws, and where they differ")
@@ -820,7 +865,20 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_arg(s)
     s.add_argument("--max-batch", type=_batch, default=16, help="faces drawn together at most (concurrent "
                    "requests share a forward pass; larger suits a GPU)")
+    _no_mark_arg(s)
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("detect", help="was this made by facesynth? Content Credentials and the invisible watermark "
+                       "of images and videos; exit code 0 when every file is marked, 1 otherwise",
+                       description="Reads each file's Content Credentials (C2PA: present, valid, what they claim) "
+                       "and looks for facesynth's invisible watermark, which survives screenshots, re-encoding and "
+                       "resizing that strip the credentials.  One line (or JSON) per file; exit code 0 when every "
+                       "file is marked, 1 otherwise.")
+    s.add_argument("files", type=_path, nargs="+", metavar="FILE", help="images (PNG, JPEG, WebP, GIF, ...) and "
+                   "mp4 videos")
+    s.add_argument("--json", action="store_true", help="one JSON object per file")
+    _threads_arg(s)
+    s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("demo", help="build a small face set, train the tiny model for a minute, write a grid")
     s.add_argument("--out", type=_path, default="runs/demo")
@@ -837,6 +895,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _apply_threads(args)
+        if getattr(args, "no_mark", False):
+            from .provenance import turn_off
+
+            turn_off(args.command)
         return int(args.func(args) or 0)
     except FacesynthError as e:
         print(f"facesynth {args.command}: error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .. import checkpoints as ckpt
 from ..data.video import crop_frame, head_crop, iter_frames, prepare_image, probe_video, to_crop, track_landmarks
 from ..errors import FacesynthError
+from ..provenance import for_animation
 from ..util.video import check_video_path, upscale, write_video
 from .episodes import frame_at, landmark_image, rescale_landmarks, to_unit
 from .model import PERSON_KIND, RUN_KIND, build_networks, num_videos_of, read_checkpoint
@@ -208,7 +209,7 @@ def reenact(ckpt_path, driver: str, out: str, sources=(), self_mode: bool = Fals
                 img = np.concatenate(panels + [next(drv_frames), landmark_image(motion[i], res, res), img], axis=1)
             yield upscale(img, factor)
 
-    count = write_video(frames(), out, fps=drv.fps)
+    count = write_video(frames(), out, fps=drv.fps, mark=for_animation(info["model_file"], sources, driver))
     bar.close()
     t_render = time.time() - t1
     report = {"frames": count, "fps_video": drv.fps, "resolution": res, "kind": info["kind"],

@@ -22,7 +22,7 @@ def _upscale_factor(size: int, minimum: int = MIN_TILE) -> int:
 
 
 def mixing_grid(G, source_ws: torch.Tensor, style_ws: torch.Tensor, styles: list[str], out: str | Path,
-                noise_mode: str = "const", labels: tuple[list[str], list[str]] | None = None) -> dict:
+                noise_mode: str = "const", labels: tuple[list[str], list[str]] | None = None, mark=None) -> dict:
     """Style faces (``style_ws``) along the top, source faces (``source_ws``) down the left; each cell the
     source with the ``styles`` layers' w from the style face.  Several ``styles`` stack one band each."""
     bands, row_labels, info = [], [""], []
@@ -35,14 +35,15 @@ def mixing_grid(G, source_ws: torch.Tensor, style_ws: torch.Tensor, styles: list
     size = tiles.shape[-1]
     factor = _upscale_factor(size)
     grid = make_grid(tiles, cols=len(style_ws) + 1, upscale=factor)
-    save_png(label_rows(grid, row_labels, size * factor), out)
+    save_png(label_rows(grid, row_labels, size * factor), out, mark)
     result = {"out": str(out), "bands": info}
     if labels:
         result.update({"rows": labels[0], "cols": labels[1]})
     return result
 
 
-def noise_figure(G, ws: torch.Tensor, out_dir: str | Path, draws: int = 16, seed: int = 0, show: int = 6) -> dict:
+def noise_figure(G, ws: torch.Tensor, out_dir: str | Path, draws: int = 16, seed: int = 0, show: int = 6,
+                 mark=None) -> dict:
     """``noise.png``: per variant (noise everywhere / only coarse / middle / fine / nowhere) the first
     ``show`` draws and the per-pixel std; ``std-<variant>.png`` at full size; ``noise.json`` the numbers."""
     out_dir = Path(out_dir)
@@ -55,13 +56,13 @@ def noise_figure(G, ws: torch.Tensor, out_dir: str | Path, draws: int = 16, seed
         tiles += [*r["images"][:show], std_img]
         labels.append(f"noise: {name}")
         save_png(make_grid(std_img.unsqueeze(0), upscale=_upscale_factor(std_img.shape[-1], 256)),
-                 out_dir / f"std-{name}.png")
+                 out_dir / f"std-{name}.png", mark)
         stats[name] = {"mean_pixel_std": float(r["std"].mean()), "max_pixel_std": float(r["std"].max())}
     size = tiles[0].shape[-1]
     factor = _upscale_factor(size)
     grid = make_grid(torch.stack(tiles), cols=show + 1, upscale=factor)
-    save_png(label_rows(grid, labels, size * factor), out_dir / "noise.png")
-    save_png(make_grid(result["all"]["images"], upscale=factor), out_dir / "draws.png")
+    save_png(label_rows(grid, labels, size * factor), out_dir / "noise.png", mark)
+    save_png(make_grid(result["all"]["images"], upscale=factor), out_dir / "draws.png", mark)
     info = {"draws": draws, "noise_seed": seed, "std_scale": scale, "variants": stats,
             "figure": str(out_dir / "noise.png")}
     write_json_atomic(out_dir / "noise.json", info)
@@ -70,7 +71,7 @@ def noise_figure(G, ws: torch.Tensor, out_dir: str | Path, draws: int = 16, seed
 
 def interpolation_video(G, seeds: list[int], out: str | Path, seconds: float = 8.0, fps: float = 30.0,
                         space: str = "w", truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                        noise_mode: str = "const", size: int = 256, quiet: bool = False) -> dict:
+                        noise_mode: str = "const", size: int = 256, quiet: bool = False, mark=None) -> dict:
     """A looping walk through ``seeds`` as .mp4 or .gif, frames upscaled (Lanczos) to about ``size`` pixels."""
     out = check_video_path(out)
     frames = max(len(seeds), round(seconds * fps))
@@ -78,6 +79,6 @@ def interpolation_video(G, seeds: list[int], out: str | Path, seconds: float = 8
     res = G.synthesis.output_resolution if hasattr(G.synthesis, "output_resolution") else None
     factor = max(1, round(size / res)) if res else 1
     images = tqdm(render_frames(G, ws, noise_mode), total=frames, desc="frames", unit="frame", disable=quiet)
-    count = write_video((upscale(to_uint8(img.unsqueeze(0))[0], factor) for img in images), out, fps)
+    count = write_video((upscale(to_uint8(img.unsqueeze(0))[0], factor) for img in images), out, fps, mark=mark)
     return {"out": str(out), "frames": count, "fps": fps, "space": space, "seeds": seeds}
 

@@ -63,15 +63,17 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, truncation
     return torch.cat(out)
 
 
-def save_images(images: torch.Tensor, seeds: list[int], out: str | Path, cols: int | None = None) -> list[Path]:
-    """A .png/.jpg path -> one grid; anything else -> a folder with seedNNNN.png per image."""
+def save_images(images: torch.Tensor, seeds: list[int], out: str | Path, cols: int | None = None,
+                mark=None) -> list[Path]:
+    """A .png/.jpg path -> one grid; anything else -> a folder with seedNNNN.png per image.  ``mark``: the
+    provenance.Provenance each file states (with its seeds added)."""
     out = Path(out)
     if out.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        save_png(make_grid(images, cols), out)
+        save_png(make_grid(images, cols), out, mark and mark.with_params(seeds=seeds))
         return [out]
     paths = []
     for img, s in zip(to_uint8(images), seeds):
         p = out / f"seed{s:04d}.png"
-        save_png(img, p)
+        save_png(img, p, mark and mark.with_params(seed=s))
         paths.append(p)
     return paths

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import FacesynthError
+from ..provenance.manifest import ANIMATED_PHOTO
 from ..util.atomic import atomic_path, write_json_atomic
 from ..util.grid import make_grid, save_png, to_uint8
+from ..util.hashing import file_sha256
 from ..util.video import upscale, write_video
 from .generate import parse_seeds
 from .project import Projection, ProjectionSettings, project
@@ -129,9 +132,10 @@ def load_latent(path: str | Path, G) -> torch.Tensor:
 def project_photo(G, photo: str | Path, out: str | Path, settings: ProjectionSettings | None = None,
                   align: bool = True, lpips: str | None = None, inception: str | None = None,
                   ckpt: str = "", video: bool = True, identity: bool = True, quiet: bool = False,
-                  framing: str | None = None) -> dict:
+                  framing: str | None = None, mark=None) -> dict:
     """Align and project ``photo``; write latent.npz, target.png, reconstruction.png, compare.png,
-    optimisation.mp4 and report.json (PSNR, SSIM, identity similarity, time) into ``out``."""
+    optimisation.mp4 and report.json (PSNR, SSIM, identity similarity, time) into ``out``.  ``mark``: what
+    the generated pictures state (the photo's hash added); target.png, the photo itself, carries none."""
     from ..metrics.similarity import psnr, ssim
 
     out = Path(out)
@@ -142,12 +146,16 @@ def project_photo(G, photo: str | Path, out: str | Path, settings: ProjectionSet
     save_latent(out / "latent.npz", proj)
     factor = max(1, 256 // target.shape[-1])
     save_png(make_grid(target, upscale=factor), out / "target.png")
-    save_png(make_grid(proj.image, upscale=factor), out / "reconstruction.png")
-    save_png(make_grid(torch.cat([target, proj.image]), cols=2, upscale=factor), out / "compare.png")
+    beside_photo = None
+    if mark:
+        mark = mark.with_params(target_sha256=file_sha256(photo), steps=settings.steps, space=settings.space)
+        beside_photo = replace(mark, source_type=ANIMATED_PHOTO)  # the photo and the model's face, together
+    save_png(make_grid(proj.image, upscale=factor), out / "reconstruction.png", mark)
+    save_png(make_grid(torch.cat([target, proj.image]), cols=2, upscale=factor), out / "compare.png", beside_photo)
     if video:
         tgt = to_uint8(target)[0]
         frames = (upscale(np.concatenate([tgt, to_uint8(f)[0]], axis=1), factor) for f in proj.frames)
-        write_video(frames, out / "optimisation.mp4", fps=15)
+        write_video(frames, out / "optimisation.mp4", fps=15, mark=beside_photo)
     report = {"photo": str(photo), "checkpoint": ckpt, "space": settings.space, "steps": settings.steps,
               "framing": (framing or getattr(G.cfg, "framing", "ffhq")) if align else "centre-crop",
               "distance": distance_name, "pixel_weight": settings.pixel_weight,

@@ -36,10 +36,13 @@ def make_grid(images: torch.Tensor | np.ndarray, cols: int | None = None, pad: i
     return grid[..., 0] if c == 1 else grid
 
 
-def save_png(array: np.ndarray, path: str | Path) -> None:
+def save_png(array: np.ndarray, path: str | Path, mark=None) -> None:
+    """Writes a PNG atomically; with ``mark`` (a provenance.Provenance) watermarked and signed."""
+    from ..provenance import marked, signed
+
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    write_bytes_atomic(path, buf.getvalue())
+    Image.fromarray(marked(array, mark)).save(buf, format="PNG")
+    write_bytes_atomic(path, signed(buf.getvalue(), "image/png", mark, Path(path).name))
 
 
 def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None, min_size: int = 256,

@@ -58,9 +58,14 @@ def _ffmpeg_failure(e: Exception, tmp: Path) -> OSError:
     return OSError(getattr(e, "errno", None), text.splitlines()[0] if text else type(e).__name__)
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0, quality: int = 8) -> int:
-    """Write uint8 [H, W, 3] frames; returns how many.  The file appears only when complete."""
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0, quality: int = 8,
+                mark=None) -> int:
+    """Write uint8 [H, W, 3] frames; returns how many.  The file appears only when complete.  With ``mark`` (a
+    provenance.Provenance) every frame is watermarked and the file signed."""
+    from ..provenance import marked, sign_file, signed
+
     path = check_video_path(path)
+    frames = (marked(f, mark) for f in frames)
     if path.suffix.lower() == ".gif":
         images = [Image.fromarray(f) for f in frames]
         if not images:
@@ -68,7 +73,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.
         buf = io.BytesIO()
         images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
                        duration=max(20, round(1000 / fps)), loop=0, optimize=False)
-        write_bytes_atomic(path, buf.getvalue())
+        write_bytes_atomic(path, signed(buf.getvalue(), "image/gif", mark, path.name))
         return len(images)
     ffmpeg = _ffmpeg()
     count = 0
@@ -95,4 +100,5 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.
                     raise _ffmpeg_failure(e, tmp) from None
         if count == 0:
             raise FacesynthError(f"{path}: no frames to write")
+        sign_file(tmp, "video/mp4", mark, path.name)
     return count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image
 from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import FacesynthError
 from ..synthesis.styles import parse_style_layers
@@ -20,8 +22,8 @@ from .context import NotFound, ServerContext
 from .jobs import DONE, Job, QueueFull
 from .params import (DEFAULT_FRAMES, DEFAULT_PSI, FRAMES_MAX, FRAMES_MIN, PSI_MAX, PSI_MIN, SEED_MAX, SEED_MIN,
                      SIZE_MAX, SIZE_MIN, check_seed, parse_face, ranges)
-from .png import encode_png, tile
-from .schemas import Info, JobOut, Problem
+from .png import encode_png, marked_png
+from .schemas import DetectOut, Info, JobOut, Problem
 from .uploads import UploadError, aligned_face, check_portrait, check_size, decode_photo, save_photo, save_video
 
 
@@ -61,14 +63,16 @@ def _check_pixels(ctx: ServerContext, count: int, columns: int, size: int | None
     return pixels
 
 
-async def _png(ctx: ServerContext, key: tuple, make_ws, count: int, size: int | None, columns: int = 1):
+async def _png(ctx: ServerContext, key: tuple, make_ws, count: int, size: int | None, columns: int = 1,
+               params: dict | None = None):
     """A PNG from the cache, else drawn by the batcher (with other requests), tiled ``columns`` frames to a
-    row, and cached."""
+    row, marked (watermark and Content Credentials stating ``params``), and cached."""
     pixels = _check_pixels(ctx, count, columns, size)
     data = ctx.cache.get(key)
     if data is None:
         frames = await ctx.batcher.render(make_ws, count)
-        data = await ctx.encode(lambda: encode_png(tile(frames, columns, size)), pixels)
+        mark = ctx.mark and ctx.mark.with_params(**(params or {}))
+        data = await ctx.encode(lambda: marked_png(frames, columns, size, mark, f"{key[0]}.png"), pixels)
         ctx.cache.put(key, data)
     return Response(data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
@@ -95,7 +99,8 @@ def stats(ctx: Ctx):
 @router.get("/face", responses={**PNG, 503: {"model": Problem}}, response_class=Response,
             summary="one face, drawn from its seed")
 async def face(ctx: Ctx, seed: Seed, psi: Psi = DEFAULT_PSI, size: Size = None):
-    return await _png(ctx, ("face", seed, psi, size), ctx.model.face_ws(seed, psi), 1, size)
+    return await _png(ctx, ("face", seed, psi, size), ctx.model.face_ws(seed, psi), 1, size,
+                      params={"seed": seed, "psi": psi})
 
 
 @router.get("/mix", responses={**PNG, **ERRORS}, response_class=Response,
@@ -106,7 +111,8 @@ async def mix(ctx: Ctx, source: FaceRef, style: FaceRef, psi: Psi = DEFAULT_PSI,
                                            "like 0-3")] = "coarse"):
     layers = parse_style_layers(ctx.model.G, styles)
     make = ctx.model.mix_ws(ctx.face(source), ctx.face(style), layers, psi)
-    return await _png(ctx, ("mix", source, style, tuple(layers), psi, size), make, 1, size)
+    return await _png(ctx, ("mix", source, style, tuple(layers), psi, size), make, 1, size,
+                      params={"source": source, "style": style, "layers": layers, "psi": psi})
 
 
 @router.get("/interpolate", responses={**PNG, **ERRORS}, response_class=Response,
@@ -123,7 +129,8 @@ async def interpolate(ctx: Ctx, a: FaceRef, b: FaceRef, psi: Psi = DEFAULT_PSI, 
         raise FacesynthError("interpolating in z needs two seeds: a projected photo has only a w")
     make = ctx.model.strip_ws(fa, fb, frames, psi, space)
     columns = min(columns or frames, frames)
-    return await _png(ctx, ("strip", a, b, frames, space, psi, size, columns), make, frames, size, columns)
+    return await _png(ctx, ("strip", a, b, frames, space, psi, size, columns), make, frames, size, columns,
+                      params={"a": a, "b": b, "frames": frames, "space": space, "psi": psi})
 
 
 @router.get("/drivers/{name}", response_class=FileResponse, responses={404: {"model": Problem}},
@@ -234,7 +241,7 @@ def job_result(ctx: Ctx, job_id: str, size: Size = None, download: bool = False)
     if job.kind == "animate":
         return FileResponse(job.data["video"], media_type="video/mp4",
                             filename="facesynth-talking-head.mp4" if download else None)
-    return _file_png(job.folder / "reconstruction.png", size)
+    return _file_png(job.folder / "reconstruction.png", size, ctx.mark and ctx.mark.with_params(job=job_id))
 
 
 @router.get("/jobs/{job_id}/input", response_class=Response, responses={**PNG, 404: {"model": Problem}},
@@ -246,7 +253,32 @@ def job_input(ctx: Ctx, job_id: str, size: Size = None):
     return _file_png(job.folder / "input.png", size)
 
 
-def _file_png(path: Path, size: int | None) -> Response:
+def _file_png(path: Path, size: int | None, mark=None) -> Response:
     with Image.open(path) as im:
-        data = encode_png(np.asarray(im.convert("RGB")), size)
+        pixels = np.asarray(im.convert("RGB"))
+    data = marked_png([pixels], 1, size, mark, path.name) if mark else encode_png(pixels, size)
     return Response(data, media_type="image/png")
+
+
+@router.post("/detect", response_model=DetectOut, responses=ERRORS,
+             summary="was this made here? An image's or video's Content Credentials and invisible watermark")
+async def detect(ctx: Ctx, file: Annotated[UploadFile, File(description="an image or an mp4 video")]):
+    from ..provenance.detect import describe, detect_file
+
+    what = _name(file, "the file")
+    data = await _read(file, ctx.settings.max_video_mb, what)
+    folder = ctx.work_folder / "detect"
+
+    def run() -> dict:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=Path(what).suffix[:8]) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            try:
+                report = detect_file(tmp.name)
+            except FacesynthError as e:  # messages name the visitor's file, never our temporary path
+                raise FacesynthError(str(e).replace(tmp.name, what)) from None
+        report["file"] = what
+        return {**report, "summary": describe(report)}
+
+    return await run_in_threadpool(run)

@@ -41,6 +41,9 @@ class ServerContext:
             torch.set_num_threads(s.threads)
         self.device = pick_device(s.device)
         self.model = FaceModel(s.generator_path(), self.device)
+        from ..provenance import for_model
+
+        self.mark = for_model(s.generator_path())  # what every picture served states (None: --no-mark)
         self.animate_ckpt = s.talking_head_path()
         self.drivers = bundled_drivers()
         self.cache = PngCache(int(s.cache_mb * 2**20))
@@ -48,7 +51,7 @@ class ServerContext:
         self._tmp = None if s.work_dir else tempfile.mkdtemp(prefix="facesynth-web-")
         self.jobs = JobQueue(Path(s.work_dir or self._tmp), s.job_workers, s.max_waiting_jobs, s.keep_jobs,
                              s.job_ttl_s)
-        self.projector = Projector(self.model)
+        self.projector = Projector(self.model, self.mark)
         self.faces_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesynth-faces")
         self.large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesynth-large-png")
 
@@ -88,6 +91,10 @@ class ServerContext:
         if job.state != DONE:
             raise FacesynthError(f"{ref}: the photo is not projected yet ({job.state})")
         return job.data["ws"]
+
+    @property
+    def work_folder(self) -> Path:
+        return Path(self.settings.work_dir or self._tmp)
 
     def job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)

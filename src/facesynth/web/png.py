@@ -25,6 +25,16 @@ def encode_png(pixels: np.ndarray, size: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def marked_png(frames, columns: int = 1, size: int | None = None, mark=None, title: str = "face.png") -> bytes:
+    """Frames (uint8 [H, W, 3] each) tiled ``columns`` to a row as one PNG; with ``mark`` (a
+    provenance.Provenance) each frame watermarked at its final size, so one cut out of a strip still carries
+    it, and the whole file signed."""
+    from ..provenance import marked, signed
+
+    cells = [marked(scaled(f, size), mark) for f in frames]
+    return signed(encode_png(tile(np.stack(cells), columns)), "image/png", mark, title)
+
+
 def scaled(pixels: np.ndarray, size: int | None) -> np.ndarray:
     """uint8 [H, W, 3] scaled (Lanczos) so its height is ``size``, when given."""
     if not size or size == pixels.shape[0]:

@@ -19,8 +19,9 @@ SPACE = "w+"  # one w per layer: a closer likeness than a single w, and it mixes
 
 
 class Projector:
-    def __init__(self, model: FaceModel):
+    def __init__(self, model: FaceModel, mark=None):
         self.model = model
+        self.mark = mark  # the provenance.Provenance of the reconstructions (None: unmarked)
         self._distance = None
         self._lock = threading.Lock()
 
@@ -48,7 +49,8 @@ class Projector:
                            progress=lambda done, total: job.report(0.02 + 0.97 * done / total,
                                                                    f"optimising: step {done} of {total}"))
             job.data["ws"] = proj.ws
-            save_png(to_uint8(proj.image)[0], job.folder / "reconstruction.png")
+            save_png(to_uint8(proj.image)[0], job.folder / "reconstruction.png",
+                     self.mark and self.mark.with_params(steps=steps, space=SPACE))
             return {"face": f"photo:{job.id}", "steps": steps, "space": SPACE, "seconds": round(proj.seconds, 2),
                     "psnr": round(float(psnr(proj.image, target)[0]), 2)}
         return run

@@ -42,3 +42,14 @@ class JobOut(BaseModel):
 
 class Problem(BaseModel):
     detail: str = Field(description="what went wrong, in words")
+
+
+class DetectOut(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    kind: str = Field(description="image or video")
+    marked: bool = Field(description="valid Content Credentials or the watermark found: made by facesynth")
+    content_credentials: dict = Field(description="present, state (Valid, Trusted, Invalid), valid, signer, claims "
+                                      "(digital_source_type, generator, model_sha256, parameters), problems")
+    watermark: dict = Field(description="found, payload (facesynth:MODEL_ID), z (about N(0, 1) on unmarked "
+                            "pictures), chance_if_unmarked, tier, read (as is, a crop, or the mean of video frames)")
+    summary: str = Field(description="the same in one line, as `facesynth detect` prints it")

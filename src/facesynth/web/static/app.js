@@ -380,6 +380,44 @@ function setupAnimation() {
   });
 }
 
+// ------------------------------------------------------------------ was this made here?
+
+function credentialsText(cc) {
+  if (!cc.present) return "none (stripped, or never there)";
+  if (!cc.valid) return `present but invalid: ${(cc.problems || []).join(", ") || cc.state}`;
+  const c = cc.claims || {};
+  const params = Object.entries(c.parameters || {}).filter(([k]) => !k.endsWith("sha256")).map(([k, v]) => `${k} ${v}`);
+  const signer = cc.trusted ? "this server's facesynth key" : `signer “${cc.signer}” (not on this server's trust list)`;
+  return [`valid, signed by ${signer}`, c.digital_source_type, c.generator,
+          c.model_sha256 && `model ${c.model_sha256.slice(0, 12)}…`, ...params].filter(Boolean).join(" · ");
+}
+
+function watermarkText(wm) {
+  if (!wm.found) return `not found (score ${wm.z.toFixed(1)}; a mark reads 4 or more)`;
+  return `found: ${wm.payload} · score ${wm.z.toFixed(1)} (an unmarked picture scores this high about ` +
+         `${wm.chance_if_unmarked.toExponential(0)} of the time) · read ${wm.read}`;
+}
+
+function setupDetect() {
+  const show = async (file) => {
+    $("detect-preview").hidden = !file.type.startsWith("image/");
+    $("detect-error").hidden = true;
+    $("detect-result").hidden = true;
+    const form = new FormData();
+    form.append("file", file);
+    const r = await fetch("/api/detect", { method: "POST", body: form });
+    if (!r.ok) { $("detect-error").textContent = await problem(r); $("detect-error").hidden = false; return; }
+    const report = await r.json();
+    const verdict = $("detect-verdict");
+    verdict.textContent = report.marked ? "Yes: made by facesynth." : "No facesynth mark found.";
+    verdict.className = `verdict ${report.marked ? "yes" : "no"}`;
+    $("detect-credentials").textContent = credentialsText(report.content_credentials);
+    $("detect-watermark").textContent = watermarkText(report.watermark);
+    $("detect-result").hidden = false;
+  };
+  dropZone($("detect-drop"), $("detect-file"), $("detect-preview"), show);
+}
+
 // ------------------------------------------------------------------ start
 
 async function main() {
@@ -396,6 +434,7 @@ async function main() {
   setupInterpolation();
   setupProjection();
   setupAnimation();
+  setupDetect();
   setupDice();
 }
 
