@@ -120,8 +120,94 @@ _register(TalkingHeadConfig(name="talking-256-paper", resolution=256, base_chann
                             g_lr=5e-5, d_lr=2e-4, content_size=299, snapshot_steps=2000, finetune_steps=1000))
 
 
-def get_preset(name: str) -> TalkingHeadConfig:
+@dataclass(frozen=True)
+class WarpHeadConfig(JsonConfig):
+    """The warping talking head (nets/talking_warp.py): landmark TPS + learned correction, occlusion, K sources."""
+
+    name: str = "custom-warp"
+    resolution: int = 128
+    channels: list = field(default_factory=lambda: [16, 32, 64, 128])  # G's encoder per scale, full size first
+    motion_channels: list = field(default_factory=lambda: [32, 64, 96])  # the motion U-Net at half size
+    res_blocks: int = 2
+    flow_scale: float = 0.25  # the learned correction's largest shift, in grid units (1 = half the picture)
+    copy_bias: float = 2.0  # the output mask's starting logit: mostly the warped source
+    d_channels: list = field(default_factory=lambda: [32, 64, 128])
+    # Meta-learning
+    shots: int = 1  # K sources per training episode
+    batch: int = 8
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    betas: list = field(default_factory=lambda: [0.5, 0.999])
+    content_net: str = "none"  # as TalkingHeadConfig's (Inception features are costly on a CPU)
+    content_size: int = 128
+    content_weight: float = 1.0
+    pixel_weight: float = 10.0  # L1 on pixels
+    ssim_weight: float = 5.0  # 1 - SSIM: structure, the quality measured
+    adv_weight: float = 0.1
+    fm_weight: float = 1.0
+    snapshot_steps: int = 250
+    # Few-shot fine-tuning
+    finetune_steps: int = 100
+    finetune_lr: float = 5e-5
+
+    def validate(self, source: str = "config") -> "WarpHeadConfig":
+        def bad(msg: str) -> FacesynthError:
+            return FacesynthError(f"{source}: {msg}")
+
+        self.check_types(source)
+        r = self.resolution
+        if not isinstance(r, int) or not 32 <= r <= 1024 or r & (r - 1):
+            raise bad(f"resolution must be a power of two from 32 to 1024, got {r!r}")
+        for name, most in (("channels", 6), ("motion_channels", 5), ("d_channels", 6)):
+            v = getattr(self, name)
+            if (not 2 <= len(v) <= most or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024
+                                                   for c in v)):
+                raise bad(f"{name} must list 2 to {most} channel counts from 1 to 1024, got {str(v)[:60]}")
+            if r >> (len(v) - (name == "motion_channels")) < 4:
+                raise bad(f"{name}: {len(v)} scales go below 4x4 at {r}x{r}")
+        for name, top in (("res_blocks", 64), ("shots", 64), ("batch", 4096), ("snapshot_steps", 10**9),
+                          ("finetune_steps", 10**9), ("content_size", 1024)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not (0 if name == "res_blocks" else 1) <= v <= top:
+                raise bad(f"{name} must be an integer from 1 to {top}, got {v!r}")
+        if self.content_net not in CONTENT_NETS:
+            raise bad(f"content_net must be one of {', '.join(CONTENT_NETS)}, got {self.content_net!r}")
+        if not 0 < self.flow_scale <= 2 or not -20 <= self.copy_bias <= 20:
+            raise bad("flow_scale must lie in (0, 2] and copy_bias in [-20, 20]")
+        for name in ("g_lr", "d_lr", "finetune_lr"):
+            if not 0 < getattr(self, name) <= 1e6:
+                raise bad(f"{name} must be positive (at most 1e6)")
+        for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight"):
+            if not 0 <= getattr(self, name) <= 1e9:
+                raise bad(f"{name} must be from 0 to 1e9")
+        b = self.betas
+        if (len(b) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+                or not all(0 <= x < 1 for x in b)):
+            raise bad(f"betas must be two numbers from 0 to 1 (excluded), got {str(b)[:60]}")
+        return self
+
+
+WARP_PRESETS: dict[str, WarpHeadConfig] = {}
+
+
+def _register_warp(cfg: WarpHeadConfig) -> None:
+    WARP_PRESETS[cfg.name] = cfg.validate(f"preset {cfg.name}")
+
+
+# CPU-sized: about 1M parameters, 128x128, batch-1 rendering above 10 fps on one core.
+_register_warp(WarpHeadConfig(name="talking-warp-128"))
+# The same at 256x256 with one more scale (for GPUs).
+_register_warp(WarpHeadConfig(name="talking-warp-256", resolution=256, channels=[16, 32, 64, 128, 256],
+                              motion_channels=[32, 64, 128, 128], res_blocks=3, d_channels=[32, 64, 128, 256],
+                              batch=16))
+
+
+def get_preset(name: str) -> TalkingHeadConfig | WarpHeadConfig:
+    """A talking-head preset of either family."""
+    if name in WARP_PRESETS:
+        return WARP_PRESETS[name]
     try:
         return PRESETS[name]
     except KeyError:
-        raise FacesynthError(f"unknown talking-head preset {name!r}; known: {', '.join(PRESETS)}") from None
+        raise FacesynthError(f"unknown talking-head preset {name!r}; known: "
+                             f"{', '.join([*PRESETS, *WARP_PRESETS])}") from None

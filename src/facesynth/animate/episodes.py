@@ -85,7 +85,7 @@ class EpisodeSampler:
         """
         g = self.generator
         video = torch.randint(len(self.videos), (batch,), generator=g)
-        frames, drawings, targets, target_drawings = [], [], [], []
+        frames, drawings, targets, target_drawings, landmarks = [], [], [], [], []
         for j, v in enumerate(video.tolist()):
             clip = self.videos[v]
             pick = torch.randperm(len(clip.frames), generator=g)[:self.shots + 1]
@@ -95,6 +95,9 @@ class EpisodeSampler:
             drawings.append(clip.drawings[pick[:-1]])
             targets.append(clip.frames[pick[-1]])
             target_drawings.append(clip.drawings[pick[-1]])
+            landmarks.append(torch.from_numpy(np.asarray(clip.landmarks[pick.numpy()], np.float32)))
+        landmarks = torch.stack(landmarks)
         return {"frames": to_unit(torch.stack(frames)), "drawings": to_unit(torch.stack(drawings)),
                 "target": to_unit(torch.stack(targets)), "target_drawing": to_unit(torch.stack(target_drawings)),
+                "landmarks": landmarks[:, :-1], "target_landmarks": landmarks[:, -1],
                 "video": video[rank::world_size]}

@@ -103,6 +103,12 @@ def save_person(person: dict, info: dict, out: str | Path) -> Path:
 def finetune(run: str, images: list[str], out: str, steps: int | None = None, lr: float | None = None,
              device="cpu", seed: int = 0, inception=None, lpips=None, quiet: bool = False) -> dict:
     """The ``animate finetune`` command: align the images, fine-tune, save the person checkpoint."""
+    from .warp_model import WARP_KINDS, checkpoint_kind
+
+    if checkpoint_kind(run) in WARP_KINDS:
+        from .warp_finetune import finetune_warp_person
+
+        return finetune_warp_person(run, images, out, steps, lr, device=device, seed=seed, quiet=quiet)
     loaded = load_run(run, device)
     portraits = load_portraits(images, loaded[0].resolution, quiet=quiet)
     person, info = finetune_person(loaded, portraits, steps, lr, seed=seed, device=device, inception=inception,

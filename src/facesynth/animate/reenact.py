@@ -149,8 +149,51 @@ class Talker:
             yield from ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def talking_checkpoint(path) -> Path:
+    """``path``, or the talking-head model bundled with facesynth when it is None."""
+    if path is not None:
+        return Path(path)
+    from ..models import default_talking_model
+
+    found = default_talking_model()
+    if found is None:
+        raise FacesynthError("no talking-head model is bundled with this installation: give --ckpt")
+    return found
+
+
+def talking_config(path):
+    """The config of a talking-head checkpoint of either family (read from its header alone)."""
+    from .config import TalkingHeadConfig, WarpHeadConfig
+    from .warp_model import WARP_KINDS
+
+    model_file = ckpt.resolve_checkpoint(path)
+    meta, _ = ckpt.safetensors_header(model_file)
+    if meta.get("kind") in WARP_KINDS:
+        return ckpt.config_from_metadata(meta, WarpHeadConfig, model_file)
+    return read_checkpoint(model_file)[1]
+
+
+def load_warp_talker(path, portraits: list[Portrait] | None, device="cpu"):
+    """A warping run animates ``portraits``; a warping person animates its own photos (or ``portraits``)."""
+    from .warp_finetune import person_portraits
+    from .warp_model import WARP_PERSON_KIND, WarpTalker, load_warp_generator
+
+    kind, cfg, G, tensors, model_file = load_warp_generator(path, device)
+    if kind == WARP_PERSON_KIND and not portraits:
+        portraits = person_portraits(tensors)
+    if not portraits:
+        raise FacesynthError(f"{model_file}: a meta-trained run needs --source images to animate")
+    talker = WarpTalker(G, np.stack([p.image for p in portraits]), np.stack([p.landmarks for p in portraits]),
+                        cfg.resolution, device)
+    return talker, {"kind": kind, "config": cfg, "model_file": model_file, "portraits": portraits}
+
+
 def load_talker(path, portraits: list[Portrait] | None, device="cpu") -> tuple[Talker, dict]:
     """A meta-trained run embeds ``portraits`` (feed-forward, no fine-tuning); a person checkpoint is used as is."""
+    from .warp_model import WARP_KINDS, checkpoint_kind
+
+    if checkpoint_kind(path) in WARP_KINDS:
+        return load_warp_talker(path, portraits, device)
     kind, cfg, tensors, model_file = read_checkpoint(path)
     nets = build_networks(cfg, num_videos_of(tensors, str(model_file)) if "D.W" in tensors else 1)
     G = nets["G"]
@@ -174,10 +217,12 @@ def load_talker(path, portraits: list[Portrait] | None, device="cpu") -> tuple[T
 
 
 def reenact(ckpt_path, driver: str, out: str, sources=(), self_mode: bool = False, reference: str = "best",
-            side_by_side: bool = False, max_frames: int | None = None, device="cpu", quiet: bool = False) -> dict:
+            side_by_side: bool = False, max_frames: int | None = None, device="cpu", quiet: bool = False,
+            render_batch: int = 8) -> dict:
     """Animate ``sources`` (or a fine-tuned person) with ``driver``'s motion; writes ``out`` (.mp4/.gif)."""
     out = check_video_path(out)
-    _, cfg, _, _ = read_checkpoint(ckpt_path)
+    ckpt_path = talking_checkpoint(ckpt_path)
+    cfg = talking_config(ckpt_path)
     res = cfg.resolution
     portraits = load_portraits(sources, res, quiet=quiet) if sources else []
     t0 = time.time()
@@ -186,6 +231,7 @@ def reenact(ckpt_path, driver: str, out: str, sources=(), self_mode: bool = Fals
         first = next(drv.frames(res))
         portraits = [Portrait("first frame", first, landmark_image(drv.landmarks[0], res, res), drv.landmarks[0])]
     talker, info = load_talker(ckpt_path, portraits, device)
+    portraits = portraits or info.get("portraits") or []
     if self_mode:
         motion, ref = drv.landmarks, None
     else:
@@ -197,7 +243,7 @@ def reenact(ckpt_path, driver: str, out: str, sources=(), self_mode: bool = Fals
     t_track = time.time() - t0
     factor = max(1, -(-SHOW_SIZE // res))
     t1 = time.time()
-    generated = talker.render(motion)
+    generated = talker.render(motion, batch=render_batch)
     bar = tqdm(total=len(motion), desc="reenact", unit="frame", disable=quiet, file=sys.stderr)
 
     def frames():
@@ -220,4 +266,4 @@ def reenact(ckpt_path, driver: str, out: str, sources=(), self_mode: bool = Fals
 
 
 __all__ = ["Portrait", "load_portraits", "retarget", "similarity_transform", "reference_frame", "fill_missing",
-           "track_driver", "Talker", "load_talker", "reenact"]
+           "track_driver", "Talker", "load_talker", "reenact", "talking_checkpoint", "talking_config"]

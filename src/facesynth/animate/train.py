@@ -32,7 +32,7 @@ from ..training.optim import adam
 from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
 from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
-from .config import TalkingHeadConfig, get_preset
+from .config import get_preset
 from .episodes import EpisodeSampler, load_videos
 from .losses import content_loss, content_network, feature_matching, hinge_d_loss, match_loss
 from .model import RUN_KIND, build_networks, read_checkpoint
@@ -67,6 +67,12 @@ class MetaTrainOptions:
 
 
 class MetaTrainer:
+    """The loop, snapshots and resume of meta-learning; the networks and one step are the family's
+    (``build_networks``, ``train_step``, ``save_samples``, ``probe``: this class's are Zakharov et al.'s)."""
+
+    kind = RUN_KIND
+    resumable = RESUMABLE
+
     def __init__(self, opts: MetaTrainOptions):
         self.opts = opts
         self.dp, self.device = DataParallel.from_env(pick_device(opts.device))
@@ -76,8 +82,8 @@ class MetaTrainer:
         resume = snapshots.find_resume(self.out, opts.resume)
         state = {}
         if resume is not None:
-            _, cfg, tensors, resume = read_checkpoint(resume)
-            bad = {k for k, v in opts.overrides.items() if k not in RESUMABLE and getattr(cfg, k, None) != v}
+            _, cfg, tensors, resume = self.read_checkpoint(resume)
+            bad = {k for k, v in opts.overrides.items() if k not in self.resumable and getattr(cfg, k, None) != v}
             if bad:
                 raise FacesynthError(f"cannot change {sorted(bad)} when resuming: they define the networks")
             state = ckpt.read_json(resume.parent / "state.json", "training state")
@@ -87,7 +93,7 @@ class MetaTrainer:
             if opts.shots is not None:
                 cfg = cfg.replace(shots=opts.shots)
             exclude = list(opts.exclude)
-        self.cfg: TalkingHeadConfig = cfg.replace(**opts.overrides).validate("talking-head config")
+        self.cfg = cfg.replace(**opts.overrides).validate("talking-head config")
         self.local_batch = self.dp.local_batch(self.cfg.batch)
         self.main = self.dp.is_main
         self.quiet = opts.quiet or not self.main
@@ -96,18 +102,14 @@ class MetaTrainer:
         torch.manual_seed(self.seed)
         self.videos = load_videos(opts.data, self.cfg.resolution, exclude=exclude, quiet=self.quiet)
         self.sampler = EpisodeSampler(self.videos, self.cfg.shots, self.seed)
-        nets = build_networks(self.cfg, len(self.videos))
-        self.E, self.G, self.D = (nets[k].to(self.device) for k in ("E", "G", "D"))
         self.perf = performance.resolve(self.device, opts.precision, opts.channels_last, opts.compile, "shared")
-        for net in (self.E, self.G, self.D):
+        self.nets = {k: net.to(self.device) for k, net in self.build_networks().items()}
+        for net in self.nets.values():
             self.dp.broadcast_module(net)
             if self.perf.channels_last:
                 net.to(memory_format=torch.channels_last)
-        self.E_main, self.G_main, self.D_main = (performance.compiled(net, self.perf.compile)
-                                                 for net in (self.E, self.G, self.D))
-        betas = tuple(self.cfg.betas)
-        self.opt_EG = adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr, betas=betas)
-        self.opt_D = adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
+        self.compiled = {k: performance.compiled(net, self.perf.compile) for k, net in self.nets.items()}
+        self.optimizers = self.build_optimizers()  # name -> (optimizer, the networks it updates)
         self.content = content_network(self.cfg, self.device, opts.inception, opts.lpips)
         self.step = 0
         self.elapsed = 0.0
@@ -117,17 +119,35 @@ class MetaTrainer:
         self.preview = EpisodeSampler(self.videos, self.cfg.shots, self.seed + 999).sample(min(8, 2 * len(self.videos)))
         self.dp.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
+    # ------------------------------------------------------------------ the family's parts
+    def read_checkpoint(self, path):
+        return read_checkpoint(path)
+
+    def build_networks(self) -> dict[str, torch.nn.Module]:
+        return build_networks(self.cfg, len(self.videos))
+
+    def build_optimizers(self) -> dict:
+        self.E, self.G, self.D = (self.nets[k] for k in ("E", "G", "D"))
+        self.E_main, self.G_main, self.D_main = (self.compiled[k] for k in ("E", "G", "D"))
+        betas = tuple(self.cfg.betas)
+        self.opt_EG = adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr, betas=betas)
+        self.opt_D = adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
+        return {"opt_EG": (self.opt_EG, ("E", "G")), "opt_D": (self.opt_D, ("D",))}
+
+    def _param_names(self, names) -> dict:
+        return {k: v for n in names for k, v in _named(self.nets[n]).items()}
+
     # ------------------------------------------------------------------ checkpoints
     def _load(self, model_file: Path, tensors: dict, state: dict) -> None:
         names = [v.name for v in self.videos]
         if state.get("videos") and state["videos"] != names:
             raise FacesynthError(f"{model_file}: trained on clips {state['videos']}, but {self.opts.data} gives "
                                  f"{names}: D's per-video vectors would not match")
-        for name, net in (("E", self.E), ("G", self.G), ("D", self.D)):
+        for name, net in self.nets.items():
             ckpt.load_module_tensors(net, tensors, name, str(model_file))
         training = ckpt.read_safetensors(model_file.parent / snapshots.TRAINING_FILE)
-        snapshots.load_optimizer_tensors(self.opt_EG, training, "opt_EG", {**_named(self.E), **_named(self.G)})
-        snapshots.load_optimizer_tensors(self.opt_D, training, "opt_D", _named(self.D))
+        for name, (opt, nets) in self.optimizers.items():
+            snapshots.load_optimizer_tensors(opt, training, name, self._param_names(nets))
         torch.set_rng_state(training["rng.cpu"])
         self.sampler.generator.set_state(training["rng.sampler"])
         self.step = int(state["step"])
@@ -137,13 +157,13 @@ class MetaTrainer:
 
     def save(self) -> Path:
         training = {"rng.cpu": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
-        training.update(snapshots.optimizer_tensors("opt_EG", self.opt_EG, {**_named(self.E), **_named(self.G)}))
-        training.update(snapshots.optimizer_tensors("opt_D", self.opt_D, _named(self.D)))
+        for name, (opt, nets) in self.optimizers.items():
+            training.update(snapshots.optimizer_tensors(name, opt, self._param_names(nets)))
         state = {"images_seen": self.step * self.cfg.batch, "step": self.step, "elapsed_s": self.elapsed,
                  "seed": self.seed, "data": str(self.opts.data), "videos": [v.name for v in self.videos],
                  "exclude": self.exclude}
-        return snapshots.save_snapshot(self.out, self.cfg, {"E": self.E, "G": self.G, "D": self.D}, training, state,
-                                  keep=self.opts.keep_snapshots, kind=RUN_KIND)
+        return snapshots.save_snapshot(self.out, self.cfg, self.nets, training, state,
+                                       keep=self.opts.keep_snapshots, kind=self.kind)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, ep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -207,16 +227,16 @@ class MetaTrainer:
             tqdm.write(f"skipped {worst} of {steps} steps before step {self.step}: non-finite "
                        + ", ".join(f"{k} ({v}x)" for k, v in skipped.items()), file=sys.stderr)
         if worst >= steps:
-            nets = {"E": self.E, "G": self.G, "D": self.D}
-
-            def probe():
-                ep = {k: v.to(self.device) for k, v in episodes.items()}
-                with torch.no_grad():
-                    fake = self.G(ep["target_drawing"], self.G.psi(self.E(ep["frames"], ep["drawings"])))
-                    self.D(fake, ep["target_drawing"], ep["video"])
-
-            raise FacesynthError(f"training diverged at step {self.step}: {diagnosis(skipped, nets, probe)}. "
+            raise FacesynthError(f"training diverged at step {self.step}: "
+                                 f"{diagnosis(skipped, self.nets, lambda: self.probe(episodes))}. "
                                  "Resume from the last snapshot with a lower learning rate (--lr, --d-lr)")
+
+    @torch.no_grad()
+    def probe(self, episodes: dict) -> None:
+        """One forward pass of every network on ``episodes`` (for the divergence diagnosis)."""
+        ep = {k: v.to(self.device) for k, v in episodes.items()}
+        fake = self.G(ep["target_drawing"], self.G.psi(self.E(ep["frames"], ep["drawings"])))
+        self.D(fake, ep["target_drawing"], ep["video"])
 
     @torch.no_grad()
     def save_samples(self, path: Path) -> None:
@@ -294,11 +314,25 @@ def meta_train(opts: MetaTrainOptions) -> dict:
 
     Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with the other processes.
     """
-    trainer = MetaTrainer(opts)
+    trainer = trainer_class(opts)(opts)
     try:
         return trainer.run()
     finally:
         trainer.dp.close()
 
 
-__all__ = ["MetaTrainOptions", "MetaTrainer", "meta_train"]
+def trainer_class(opts: MetaTrainOptions) -> type[MetaTrainer]:
+    """The warping family's trainer for its presets and checkpoints, Zakharov et al.'s otherwise."""
+    from .config import WARP_PRESETS
+    from .warp_model import WARP_KINDS, checkpoint_kind
+    from .warp_train import WarpTrainer
+
+    if opts.resume is not None:
+        out = Path(opts.out)
+        resume = out if opts.resume == "auto" else opts.resume
+        if opts.resume != "auto" or (out.is_dir() and snapshots.list_snapshots(out)):
+            return WarpTrainer if checkpoint_kind(resume) in WARP_KINDS else MetaTrainer
+    return WarpTrainer if opts.preset in WARP_PRESETS else MetaTrainer
+
+
+__all__ = ["MetaTrainOptions", "MetaTrainer", "meta_train", "trainer_class"]

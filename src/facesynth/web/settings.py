@@ -16,7 +16,7 @@ ANIMATE_CKPT_ENV = "FACESYNTH_ANIMATE_CKPT"
 @dataclass
 class ServerSettings:
     ckpt: str | None = None  # face generator; None: $FACESYNTH_CKPT, else the bundled model
-    animate_ckpt: str | None = None  # talking-head run or person; None: $FACESYNTH_ANIMATE_CKPT, else no animation
+    animate_ckpt: str | None = None  # talking-head run or person; None: $FACESYNTH_ANIMATE_CKPT, else the bundled one
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: torch's default)
     # Batching: requests arriving within batch_window_ms of the first are drawn in one pass of up to max_batch.
@@ -57,7 +57,9 @@ class ServerSettings:
         return str(path)
 
     def talking_head_path(self) -> str | None:
-        path = self.animate_ckpt or os.environ.get(ANIMATE_CKPT_ENV)
+        from ..models import default_talking_model
+
+        path = self.animate_ckpt or os.environ.get(ANIMATE_CKPT_ENV) or default_talking_model()
         if path and not Path(path).exists():
             raise FacesynthError(f"{path}: talking-head checkpoint not found (--animate-ckpt / ${ANIMATE_CKPT_ENV})")
         return str(path) if path else None

@@ -1,0 +1,187 @@
+"""The warping talking head: TPS motion, the networks, meta-training, fine-tuning, evaluation, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_animate import TALKING, face_like, synthetic_clips
+
+from facesynth.animate.config import WARP_PRESETS, WarpHeadConfig, get_preset
+from facesynth.nets.tps import identity_grid, solve_tps, to_grid_units, tps_grid
+from facesynth.animate.train import MetaTrainOptions, meta_train
+from facesynth.errors import FacesynthError
+from facesynth.nets.talking_warp import WarpGenerator
+
+TINY = dict(resolution=32, channels=[4, 8], motion_channels=[4, 8], d_channels=[4, 8], res_blocks=1, batch=2,
+            shots=2, snapshot_steps=2, finetune_steps=2)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return synthetic_clips(tmp_path_factory.mktemp("clips"))
+
+
+def tiny_cfg(**kw) -> WarpHeadConfig:
+    return WarpHeadConfig(**{**TINY, **kw}).validate()
+
+
+def test_tps_carries_landmarks_and_keeps_the_border():
+    rng = np.random.default_rng(0)
+    driving = torch.tensor(face_like(rng), dtype=torch.float32)[None]
+    source = driving + torch.tensor([3.0, -2.0])
+    # The spline itself maps each driving landmark (nearly) onto the source's.
+    ctrl, tgt = to_grid_units(driving, 64), to_grid_units(source, 64)
+    coef = solve_tps(ctrl, tgt, regularisation=0.0)
+    assert coef.shape == (1, 71, 2)
+    grid = tps_grid(driving, source, 64)
+    ident = identity_grid(64)
+    assert torch.allclose(tps_grid(driving, driving, 64)[0], ident, atol=1e-5)
+    # Near the face's centre the shift is the landmarks'; the border barely moves.
+    shift = (grid[0] - ident) * 32
+    assert torch.allclose(shift[32, 32], torch.tensor([3.0, -2.0]), atol=0.3)
+    assert shift[0, 0].abs().max() < 0.1 and shift[63, 32].abs().max() < 0.5
+    # A closed mouth (inner lip points on top of each other) is still solvable.
+    closed = driving.clone()
+    closed[0, 65:68] = closed[0, 61:64].flip(0)
+    assert torch.isfinite(tps_grid(closed, source, 64, 32)).all()
+
+
+def test_untrained_motion_is_the_tps_warp_and_sources_are_weighed():
+    cfg = tiny_cfg()
+    G = WarpGenerator(cfg).eval()
+    rng = np.random.default_rng(1)
+    lm = torch.tensor(np.stack([face_like(rng, size=32) for _ in range(2)]), dtype=torch.float32)
+    tps = tps_grid(lm[:1], lm[1:], 32, 16)
+    src = torch.rand(1, 3, 32, 32) * 2 - 1
+    drawings = torch.zeros(1, 3, 32, 32)
+    grid, occlusion, confidence = G.motion_fields(src, drawings, drawings, tps)
+    assert torch.equal(grid, tps)  # the correction starts at zero
+    assert occlusion.shape == (1, 1, 16, 16) and confidence.shape == (1, 1, 16, 16)
+    with torch.no_grad():
+        once = G(src[:, None], drawings[:, None], drawings, tps[:, None])
+        twice = G(src[:, None].repeat(1, 2, 1, 1, 1), drawings[:, None].repeat(1, 2, 1, 1, 1), drawings,
+                  tps[:, None].repeat(1, 2, 1, 1, 1))
+    assert once.shape == (1, 3, 32, 32)
+    assert torch.allclose(once, twice, atol=1e-5)  # the same source twice: softmax halves, sums to one
+
+
+def test_config_rejects_bad_values():
+    assert "talking-warp-128" in WARP_PRESETS and get_preset("talking-warp-128").resolution == 128
+    with pytest.raises(FacesynthError, match="channels"):
+        WarpHeadConfig(resolution=32, channels=[4, 8, 16, 32]).validate()
+    with pytest.raises(FacesynthError, match="flow_scale"):
+        tiny_cfg(flow_scale=0.0)
+    with pytest.raises(FacesynthError, match="unknown talking-head preset"):
+        get_preset("talking-warp-7")
+
+
+def _last_model(run: Path) -> dict:
+    return load_file(str(sorted(run.glob("snapshot-*"))[-1] / "model.safetensors"))
+
+
+def test_warp_training_resumes_exactly(prepared, tmp_path):
+    common = dict(data=str(prepared), preset="talking-warp-128", overrides=TINY, quiet=True, tick_steps=1,
+                  exclude=["clip2"])
+    meta_train(MetaTrainOptions(out=str(tmp_path / "a"), steps=4, **common))
+    meta_train(MetaTrainOptions(out=str(tmp_path / "b"), steps=2, **common))
+    meta_train(MetaTrainOptions(out=str(tmp_path / "b"), steps=4, resume="auto",
+                                **{**common, "preset": "talking-64-cpu"}))  # the checkpoint says which family
+    a, b = _last_model(tmp_path / "a"), _last_model(tmp_path / "b")
+    assert a.keys() == b.keys() and any(k.startswith("D.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    lines = [json.loads(x) for x in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    assert {"loss/pixel", "loss/ssim", "loss/adv", "loss/fm", "loss/D"} <= set(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def warp_run(prepared, tmp_path_factory):
+    run = tmp_path_factory.mktemp("warp") / "run"
+    meta_train(MetaTrainOptions(data=str(prepared), out=str(run), preset="talking-warp-128", steps=2,
+                                overrides=TINY, quiet=True, exclude=["clip1"]))
+    return run
+
+
+def test_evaluate_finetune_and_export(prepared, warp_run, tmp_path):
+    from facesynth.animate.episodes import load_videos
+    from facesynth.animate.evaluate import evaluate, format_table
+    from facesynth.animate.reenact import Portrait, load_talker
+    from facesynth.animate.warp_finetune import finetune_warp, save_warp_person
+    from facesynth.animate.warp_model import export_warp_model, heldout_of, load_warp_generator
+
+    report = evaluate(str(warp_run), str(prepared), shots=(1, 2), targets=3, quiet=True, run_frames=4)
+    assert set(report["results"]) == {"1-shot", "2-shot", "baseline", "tps"}
+    assert report["clips"] == ["clip1"]
+    rows = report["results"]
+    assert rows["baseline"]["frame_change"] == 0 and rows["1-shot"]["frame_change"] > 0
+    assert "frame change" in format_table(report)
+
+    out = export_warp_model(warp_run, tmp_path / "warp.safetensors")
+    tensors = load_file(str(out))
+    assert all(k.startswith("G.") and v.dtype == torch.float16 for k, v in tensors.items() if v.is_floating_point())
+    assert heldout_of(out) == ["clip1"]
+    assert evaluate(str(out), str(prepared), shots=(1,), targets=2, quiet=True, run_frames=3)["clips"] == ["clip1"]
+
+    v = load_videos(prepared, 32, include=["clip1"], quiet=True)[0]
+    portraits = [Portrait("f0", v.frames[0].permute(1, 2, 0).numpy(), v.drawings[0].permute(1, 2, 0).numpy(),
+                          v.landmarks[0])]
+    _, cfg, G, _, _ = load_warp_generator(out)
+    tuned, info = finetune_warp(G, cfg, portraits, steps=2, quiet=True)
+    assert info["steps"] == 2 and not torch.equal(next(tuned.parameters()), next(G.parameters()))
+    person = save_warp_person(tuned, cfg, portraits, info, tmp_path / "person")
+    talker, meta = load_talker(person, None)  # the person carries its photos
+    assert meta["kind"] == "facesynth-talking-warp-person"
+    frames = list(talker.render(v.landmarks[:3]))
+    assert len(frames) == 3 and frames[0].shape == (32, 32, 3) and frames[0].dtype == np.uint8
+    with pytest.raises(FacesynthError, match="needs --source"):
+        load_talker(warp_run, None)
+
+
+def test_jitter_moves_landmarks_with_the_picture():
+    from facesynth.animate.warp_finetune import jittered
+
+    img = torch.full((1, 3, 32, 32), -1.0)
+    img[0, :, 10, 20] = 1.0  # a bright pixel, and a landmark on it
+    lm = torch.zeros(1, 68, 2)
+    lm[0, :] = torch.tensor([20.0, 10.0])
+    moved, moved_lm = jittered(img, lm, torch.Generator().manual_seed(3))
+    y, x = np.unravel_index(moved[0, 0].argmax().item(), (32, 32))
+    assert abs(moved_lm[0, 0, 0].item() - x) <= 1 and abs(moved_lm[0, 0, 1].item() - y) <= 1
+
+
+def test_heldout_split_is_fixed_and_skips_people_seen_twice(tmp_path):
+    from facesynth.animate.heldout import SAME_PERSON_COLUMN, heldout_clips
+
+    rows = ["file\tseconds\t" + SAME_PERSON_COLUMN]
+    rows += [f"c{i}.mp4\t{2 + i}\t{'no' if i % 3 else 'yes (c0)'}" for i in range(12)]
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    picked = heldout_clips(manifest, count=3)
+    assert len(picked) == 3 and picked == heldout_clips(manifest, count=3)
+    assert all(int(p[1:]) % 3 and int(p[1:]) >= 1 for p in picked)
+    with pytest.raises(FacesynthError, match="only"):
+        heldout_clips(manifest, count=20)
+    (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(FacesynthError, match="bad.tsv: not a clips manifest"):
+        heldout_clips(tmp_path / "bad.tsv")
+
+
+@pytest.mark.realdata
+def test_bundled_model_animates_a_portrait_without_ckpt(tmp_path, capsys):
+    if not TALKING.is_dir():
+        pytest.skip(f"{TALKING} is absent (../shared holds the development data; a fresh clone has none)")
+    from facesynth.cli import main
+    from facesynth.models import default_talking_model
+
+    if default_talking_model() is None:
+        pytest.skip("this installation has no bundled talking-head model")
+    out = tmp_path / "talk.mp4"
+    assert main(["animate", "run", "--source", str(TALKING / "portraits" / "s42.jpg"), "--driver",
+                 str(TALKING / "videos" / "realisti-test_video.mp4"), "--out", str(out), "--max-frames", "4",
+                 "--quiet", "--threads", "1"]) == 0
+    assert "4 frames at 128x128" in capsys.readouterr().out and out.stat().st_size > 0
