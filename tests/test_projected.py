@@ -38,3 +38,18 @@ def test_the_random_projection_is_the_same_in_every_build(D):
 def test_feature_network_reads_near_the_training_resolution():
     assert ProjectedDiscriminator(16).feature_resolution == 64
     assert ProjectedDiscriminator(128).feature_resolution == 128
+
+
+def test_projected_and_native_discriminator_puts_both_side_by_side():
+    from facesynth.nets import build_discriminator
+    from facesynth.presets import get_preset
+
+    cfg = get_preset("tiny").replace(discriminator="projected+native", loss="hinge")
+    D = build_discriminator(cfg)
+    x = torch.rand(3, 3, cfg.resolution, cfg.resolution) * 2 - 1
+    out = D(x)
+    assert out.shape[0] == 3 and out.shape[1] == 1 + D.projected(x).shape[1]
+    assert torch.allclose(out[:, :1], D.native(x)) and D.r1_module is D.native
+    native, projected = D.logit_groups
+    assert out[:, native].shape[1] == 1 and out[:, projected].shape[1] == out.shape[1] - 1
+    assert any(n.startswith("native.") for n, _ in D.named_parameters())

@@ -23,7 +23,7 @@ ARCHS = ("stylegan2", "stylegan1", "progan")
 G_ARCHITECTURES = ("skip", "resnet", "orig")  # the first of each is the default
 D_ARCHITECTURES = ("resnet", "skip", "orig")
 LOSSES = ("logistic", "wgan-gp", "hinge")
-DISCRIMINATORS = ("native", "projected")
+DISCRIMINATORS = ("native", "projected", "projected+native")
 # Seeds become latents through numpy's RandomState, which takes no larger seed: every command and the web API take
 # this range.
 SEED_MIN, SEED_MAX = 0, 2**32 - 1
@@ -140,7 +140,8 @@ class GANConfig(JsonConfig):
     d_mapping_lr_multiplier: float = 0.01
     # Training
     # "native": the architecture's own discriminator; "projected": small discriminators on frozen ImageNet
-    # features (Sauer et al. 2021; the G stays the architecture's).
+    # features (Sauer et al. 2021; the G stays the architecture's); "projected+native": both, each with its
+    # share of the loss, R1 on the native one only.
     discriminator: str = "native"
     projected_resolution: int | None = None  # side at which the projected D's feature network reads images
     # "logistic" (non-saturating, R1), "wgan-gp" (ProGAN: gradient penalty + drift) or "hinge" (projected GANs)
@@ -272,7 +273,7 @@ class GANConfig(JsonConfig):
         pr = self.projected_resolution
         if pr is not None and not 32 <= pr <= 1024:
             raise bad(f"projected_resolution must be null or from 32 to 1024, got {pr!r}")
-        if self.discriminator == "projected" and (self.progressive or self.loss == "wgan-gp"):
+        if self.discriminator != "native" and (self.progressive or self.loss == "wgan-gp"):
             raise bad("the projected discriminator is trained at full resolution with the hinge or logistic loss")
         try:
             parse_diffaugment(self.diffaugment)
@@ -283,9 +284,9 @@ class GANConfig(JsonConfig):
         if not 0 < self.ada_kimg <= 1e9:
             raise bad(f"ada_kimg must be positive, got {self.ada_kimg!r}")
         blocks = len(self.block_resolutions) - 1
-        if not 0 <= self.freeze_d <= blocks or (self.freeze_d and (self.discriminator != "native" or self.progressive)):
-            raise bad(f"freeze_d must be from 0 to the discriminator's {blocks} blocks, for a native discriminator "
-                      f"trained at full resolution; got {self.freeze_d!r}")
+        if not 0 <= self.freeze_d <= blocks or (self.freeze_d and (self.discriminator == "projected" or self.progressive)):
+            raise bad(f"freeze_d must be from 0 to the discriminator's {blocks} blocks, for a discriminator with "
+                      f"native blocks, trained at full resolution; got {self.freeze_d!r}")
 
     def _validate_forms(self, bad) -> None:
         """The StyleGAN2 network forms, clamping, minibatch-stddev channels and class conditioning."""

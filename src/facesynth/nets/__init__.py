@@ -33,13 +33,16 @@ def build_generator(cfg: GANConfig):
 
 def build_discriminator(cfg: GANConfig):
     check_network_size(cfg)
-    if cfg.discriminator == "projected":
-        from .projected import ProjectedDiscriminator
-
-        return ProjectedDiscriminator(cfg.resolution, cfg.projected_resolution)
     from .discriminator import Discriminator
 
-    return Discriminator(cfg)
+    if cfg.discriminator == "native":
+        return Discriminator(cfg)
+    from .projected import ProjectedAndNativeDiscriminator, ProjectedDiscriminator
+
+    projected = ProjectedDiscriminator(cfg.resolution, cfg.projected_resolution)
+    if cfg.discriminator == "projected":
+        return projected
+    return ProjectedAndNativeDiscriminator(Discriminator(cfg), projected)
 
 
 def parameter_counts(cfg: GANConfig) -> dict[str, int]:

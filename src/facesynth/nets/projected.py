@@ -6,6 +6,11 @@ scales (cross-scale mixing), so that no single pretrained feature dominates; sma
 one per scale, turn the mixed features into maps of logits.  Only those small discriminators learn.  They are
 trained with the hinge loss, and every image they see is augmented (DiffAugment) by the training loop.
 
+``ProjectedAndNativeDiscriminator`` adds the architecture's own pixel-space discriminator beside it, as
+"vision-aided" GANs do (Kumari et al. 2022): a style-based generator trained against frozen ImageNet features
+alone learns saturated colour splats that excite those features the way faces do; a discriminator that reads
+the pixels themselves, with its own R1 penalty, does not let them pass.
+
 The feature network reads the images at ``feature_resolution`` (default: the training resolution, at least 64
 px): near the training resolution it costs less than StyleGAN2's own discriminator, at 224 px many times more.
 """
@@ -120,3 +125,28 @@ class ProjectedDiscriminator(nn.Module, Growable):
                               antialias=x.shape[-1] > self.feature_resolution)
         feats = self.features.features(self.features.normalize((x + 1) / 2))
         return torch.cat([d(f) for d, f in zip(self.discs, self.mixing(feats))], dim=1)
+
+
+class ProjectedAndNativeDiscriminator(nn.Module, Growable):
+    """The native discriminator's logit (column 0) beside the projected one's logits.
+
+    ``logit_groups`` tells the loss which columns belong to which discriminator, so that each counts as much as
+    the other whatever its number of logits; ``r1_module`` is the part the R1 penalty regularises (through the
+    frozen feature network it would cost several times a step)."""
+
+    def __init__(self, native: nn.Module, projected: ProjectedDiscriminator):
+        super().__init__()
+        self.init_growth(projected.max_resolution)
+        self.min_resolution = projected.min_resolution
+        self.native, self.projected = native, projected
+        self.logit_groups = (slice(0, 1), slice(1, None))
+
+    @property
+    def r1_module(self) -> nn.Module:
+        return self.native
+
+    def input_side_parameters(self, blocks: int) -> list[nn.Parameter]:
+        return self.native.input_side_parameters(blocks)  # the projected D's features are frozen already
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([self.native(img, c).reshape(img.shape[0], -1), self.projected(img, c)], dim=1)

@@ -332,6 +332,30 @@ class Trainer:
                               rank=self.dp.rank, world_size=self.dp.world_size)
 
     # ------------------------------------------------------------------ one step
+    def by_discriminator(self, loss_fn, *logits: torch.Tensor) -> torch.Tensor:
+        """``loss_fn`` summed over the discriminators whose logits ``self.D`` puts side by side (one, unless it
+        declares ``logit_groups``), so each weighs the same whatever its number of logits."""
+        groups = getattr(self.D, "logit_groups", None)
+        if groups is None:
+            return loss_fn(*logits)
+        return sum(loss_fn(*(x[:, g] for x in logits)) for g in groups)
+
+    def generator_backward(self, loss_fn, fake: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Back-propagates G's loss; returns it.  Against several discriminators side by side, each one's
+        gradient on the generated images is scaled to the first's norm before they are added: a projected D's
+        is two orders of magnitude larger than a pixel D's and would otherwise decide alone."""
+        groups = getattr(self.D, "logit_groups", None)
+        if groups is None:
+            loss = loss_fn(fake_logits)
+            loss.backward()
+            return loss
+        losses = [loss_fn(fake_logits[:, g]) for g in groups]
+        grads = [torch.autograd.grad(x, fake, retain_graph=True)[0] for x in losses]
+        first = grads[0].norm()
+        total = grads[0] + sum(g * (first / g.norm().clamp_min(1e-12)) for g in grads[1:])
+        fake.backward(total)
+        return sum(losses).detach()
+
     def train_step(self, real_u8: torch.Tensor) -> dict[str, torch.Tensor]:
         """One step on this rank's share ``real_u8`` of the global batch; random draws are those of the
         whole batch, sliced (see distributed.py), and gradients are averaged over ranks before each update."""
@@ -358,9 +382,8 @@ class Trainer:
         fake = self.synthesis_main(mixed_ws(G, z, cfg.style_mixing_prob, dp=dp))
         fake_logits = self.D_main(self.augment(fake))
         # WGAN's and the hinge loss's generator both raise D's score of its images.
-        loss_G = wgan_generator_loss(fake_logits) if wgan or hinge else generator_loss(fake_logits)
         self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+        loss_G = self.generator_backward(wgan_generator_loss if wgan or hinge else generator_loss, fake, fake_logits)
         dp.average_gradients(G)
         self.guard.check("loss/G", loss_G, self.opt_G)
         self.opt_G.step()
@@ -400,7 +423,8 @@ class Trainer:
             loss_D = loss_D + cfg.gp_lambda * gp.mean()
             stats["loss/gp"] = gp.detach().mean()
         else:
-            loss_D = (hinge_discriminator_loss if hinge else discriminator_loss)(real_logits, fake_logits)
+            loss_D = self.by_discriminator(hinge_discriminator_loss if hinge else discriminator_loss,
+                                           real_logits, fake_logits)
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         dp.average_gradients(D)
@@ -412,7 +436,8 @@ class Trainer:
         # D reg: R1, every r1_interval steps.
         if not wgan and cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0:
             real_r1 = real.detach().requires_grad_(True)
-            pen = r1_penalty(D(self.augment(real_r1)), real_r1)  # through the augmentation, as ADA does
+            r1_d = getattr(D, "r1_module", D)
+            pen = r1_penalty(r1_d(self.augment(real_r1)), real_r1)  # through the augmentation, as ADA does
             loss_r1 = pen.mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
