@@ -193,13 +193,19 @@ def video_check(frames: list[np.ndarray], work: Path) -> dict:
     mark = for_model(default_model(), seeds=[0, 1])
     write_video(frames[:2], work / "warm-up.mp4", fps=25, mark=mark)  # ffmpeg and the signer, loaded once
     t = time.perf_counter()
-    write_video(frames, work / "plain.mp4", fps=25)
-    plain_s = time.perf_counter() - t
-    t = time.perf_counter()
+    for f in frames:  # the watermark alone: two whole writes differ by less than the noise of a shared CPU
+        watermark.embed(f, ID)
+    per_frame = (time.perf_counter() - t) / len(frames)
     write_video(frames, work / "marked.mp4", fps=25, mark=mark)
-    marked_s = time.perf_counter() - t
+    t = time.perf_counter()
+    signed_copy = work / "signed-again.mp4"
+    signed_copy.write_bytes((work / "marked.mp4").read_bytes())
+    from facesynth.provenance import sign_file
+
+    sign_file(signed_copy, "video/mp4", mark, "signed-again.mp4")
+    sign_s = time.perf_counter() - t
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    out = {"frames": len(frames), "size": frames[0].shape[1], "added_s_per_frame": (marked_s - plain_s) / len(frames),
+    out = {"frames": len(frames), "size": frames[0].shape[1], "added_s_per_frame": per_frame, "sign_video_s": sign_s,
            "psnr_mean": float(np.mean([psnr(f, watermark.embed(f, ID)) for f in frames[:8]]))}
     for name, args in (("as written", None), ("H.264 at 300 kbit/s", ["-b:v", "300k"]),
                        ("H.264 at 100 kbit/s, half size", ["-b:v", "100k", "-vf", "scale=iw/2:ih/2"])):
@@ -237,10 +243,13 @@ def false_positives(faces: int) -> dict:
             "UTKFace held out, scaled to 64²": utk_faces(names, 64),
             "shared portraits": [np.asarray(Image.open(p).convert("RGB")) for p in sorted(PORTRAITS.glob("*.jpg"))]}
     for name, imgs in sets.items():
-        zs = [watermark.read(a).z for a in imgs]
-        hits = [watermark.read(a).found for a in imgs]
-        out[name] = {"images": len(imgs), "false_positives": int(sum(hits)), "rate": sum(hits) / len(imgs),
-                     "max_z": float(max(zs)), "mean_z": float(np.mean(zs))}
+        readings = [watermark.read(a) for a in imgs]
+        zs = [r.z for r in readings]
+        top = readings[int(np.argmax(zs))]
+        hits = sum(r.found for r in readings)
+        out[name] = {"images": len(imgs), "false_positives": hits, "rate": hits / len(imgs),
+                     "max_z": float(top.z), "max_z_read": top.hypothesis, "max_z_threshold": top.threshold,
+                     "mean_z": float(np.mean(zs))}
     return out
 
 
@@ -269,17 +278,19 @@ def markdown(result: dict) -> str:
     if v:
         lines += ["## Video (facesynth's writer, marked, then re-encoded)", "",
                   f"{v['frames']} frames at {v['size']}², PSNR of a marked frame {v['psnr_mean']:.1f} dB, "
-                  f"{v['added_s_per_frame'] * 1000:.0f} ms added per frame (watermark; the file is signed once).", "",
+                  f"{v['added_s_per_frame'] * 1000:.0f} ms added per frame (the watermark), "
+                  f"{v['sign_video_s'] * 1000:.0f} ms to sign the file once.", "",
                   "| copy | credentials | watermark | z | model id | kB |", "|---|---|---|---|---|---|"]
         for k, r in v.items():
             if isinstance(r, dict):
                 lines.append(f"| {k} | {'valid' if r['credentials'] else 'none'} | "
                              f"{'found' if r['watermark'] else 'not found'} | {r['z']:.1f} | {r['id']} | {r['kbytes']} |")
         lines.append("")
-    lines += ["## False positives on real faces", "", "| pictures | count | false positives | highest z |",
-              "|---|---|---|---|"]
+    lines += ["## False positives on real faces", "",
+              "| pictures | count | false positives | highest z (read as, its threshold) |", "|---|---|---|---|"]
     for k, r in result["false_positives"].items():
-        lines.append(f"| {k} | {r['images']} | {r['false_positives']} ({r['rate']:.2%}) | {r['max_z']:.2f} |")
+        lines.append(f"| {k} | {r['images']} | {r['false_positives']} ({r['rate']:.2%}) | {r['max_z']:.2f} "
+                     f"({r['max_z_read']}, {r['max_z_threshold']:g}) |")
     lines += ["", f"Content Credentials: {result['sign_s'] * 1000:.1f} ms to sign one PNG (median).",
               f"Threshold: z ≥ {watermark.THRESHOLD_Z} as the picture is, z ≥ {watermark.THRESHOLD_Z_CROPPED} under a "
               "crop hypothesis.", ""]

@@ -78,6 +78,12 @@ def main() -> None:
 
         page.set_input_files("#animate-file", str(photo))
         page.locator("#animate").screenshot(path=str(out / "animate.png"))
+
+        face = photo.with_name("face.png")  # a face as a visitor downloads it, dropped on "Was this made here?"
+        face.write_bytes(page.request.get(f"{url}/api/face?seed={SEED}&psi=0.7&size=256").body())
+        page.set_input_files("#detect-file", str(face))
+        page.wait_for_selector("#detect-result:not([hidden])")
+        page.locator("#detect").screenshot(path=str(out / "detect.png"))
         page.screenshot(path=str(out / "page.png"), full_page=True)
 
         phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)

@@ -202,3 +202,29 @@ def test_api_detect(tmp_path):
         assert body["content_credentials"]["claims"]["parameters"] == {"seed": 11, "psi": 0.7}
         r = client.post("/api/detect", files={"file": ("notes.txt", b"hello", "text/plain")})
         assert r.status_code == 422 and "notes.txt" in r.json()["detail"] and "/tmp" not in r.json()["detail"]
+
+
+@pytest.mark.browser
+def test_detect_panel_in_headless_chromium(tmp_path):
+    pytest.importorskip("fastapi", reason="the web extra is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from facesynth.web import ServerSettings
+    from facesynth.web.headless import chromium_path, launch
+    from facesynth.web.server import BackgroundServer
+
+    if chromium_path() is None:
+        pytest.skip("no chromium here (apt install chromium; .ci/run installs it)")
+    save_png(face_like(64), tmp_path / "face.png", for_model(default_model(), seed=1))
+    Image.fromarray(face_like(64, 5)).save(tmp_path / "photo.jpg")
+    with BackgroundServer(ServerSettings()) as url, sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            for name, verdict in (("face.png", "Yes: made by facesynth."), ("photo.jpg", "No facesynth mark")):
+                page.locator("#detect-file").set_input_files(str(tmp_path / name))
+                page.wait_for_function("v => document.getElementById('detect-verdict').textContent.startsWith(v)",
+                                       arg=verdict)
+            assert "not found" in page.locator("#detect-watermark").inner_text()
+        finally:
+            browser.close()
