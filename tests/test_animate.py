@@ -133,7 +133,7 @@ def test_finetune_and_render(prepared, tmp_path):
     with pytest.raises(FacesynthError, match="needs --source"):
         load_talker(tmp_path / "r", None)
     report = evaluate(str(tmp_path / "r"), str(prepared), shots=(1, 2), targets=3, quiet=True)
-    assert set(report["results"]) == {"1-shot", "2-shot", "baseline", "tps"}
+    assert set(report["results"]) == {"1-shot", "2-shot", "baseline", "tps", "tps-face"}
     assert report["clips"] == ["clip1"]  # the clip the run kept aside
     # The baseline's SSIM is a real number; the drawings hold no face dlib would find.
     assert 0 < report["results"]["baseline"]["ssim"] <= 1

@@ -115,7 +115,7 @@ def test_evaluate_finetune_and_export(prepared, warp_run, tmp_path):
     from facesynth.animate.warp_model import export_warp_model, heldout_of, load_warp_generator
 
     report = evaluate(str(warp_run), str(prepared), shots=(1, 2), targets=3, quiet=True, run_frames=4)
-    assert set(report["results"]) == {"1-shot", "2-shot", "baseline", "tps"}
+    assert set(report["results"]) == {"1-shot", "2-shot", "baseline", "tps", "tps-face"}
     assert report["clips"] == ["clip1"]
     rows = report["results"]
     assert rows["baseline"]["frame_change"] == 0 and rows["1-shot"]["frame_change"] > 0

@@ -42,13 +42,10 @@ class TalkingHeadConfig(JsonConfig):
     finetune_lr: float = 5e-5
 
     def validate(self, source: str = "config") -> "TalkingHeadConfig":
-        def bad(msg: str) -> FacesynthError:
-            return FacesynthError(f"{source}: {msg}")
-
+        bad = _complaint(source)
         self.check_types(source)
+        _check_shared(self, bad)
         r = self.resolution
-        if not isinstance(r, int) or not 32 <= r <= 1024 or r & (r - 1):
-            raise bad(f"resolution must be a power of two from 32 to 1024, got {r!r}")
         for name in ("base_channels", "max_channels", "embed_dim", "g_down_blocks", "shots", "batch",
                      "snapshot_steps", "finetune_steps", "content_size"):
             v = getattr(self, name)
@@ -61,14 +58,9 @@ class TalkingHeadConfig(JsonConfig):
         if self.base_channels < 2 or max(self.max_channels, self.embed_dim) > 4096:
             raise bad("channel counts (base_channels, max_channels, embed_dim) must lie between 2 and 4096, got "
                       f"{self.base_channels}, {self.max_channels}, {self.embed_dim}")
-        if self.content_net not in CONTENT_NETS:
-            raise bad(f"content_net must be one of {', '.join(CONTENT_NETS)}, got {self.content_net!r}")
         for a in self.attention:
             if not isinstance(a, int) or a < 4 or a > r:
                 raise bad(f"attention resolutions must lie between 4 and {r}, got {a!r}")
-        for name in ("g_lr", "d_lr", "finetune_lr"):
-            if not getattr(self, name) > 0:
-                raise bad(f"{name} must be positive")
         for name in ("content_weight", "pixel_weight", "adv_weight", "fm_weight", "match_weight"):
             if not getattr(self, name) >= 0:
                 raise bad(f"{name} must be non-negative")
@@ -83,18 +75,36 @@ class TalkingHeadConfig(JsonConfig):
             v = getattr(self, name)
             if v > top:
                 raise bad(f"{name} must be at most {top}, got {v!r}")
-        for name in ("g_lr", "d_lr", "finetune_lr"):
-            if not getattr(self, name) <= 1e6:
-                raise bad(f"{name} must be at most 1e6")
         for name in ("content_weight", "pixel_weight", "adv_weight", "fm_weight", "match_weight"):
             if not getattr(self, name) <= 1e9:
                 raise bad(f"{name} must be at most 1e9")
         if len(self.attention) > 16:
             raise bad("attention names at most 16 resolutions")
-        b = self.betas
-        if (len(b) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
-                or not all(0 <= x < 1 for x in b)):
-            raise bad(f"betas must be two numbers from 0 to 1 (excluded), got {str(b)[:60]}")
+
+
+def _complaint(source: str):
+    def bad(msg: str) -> FacesynthError:
+        return FacesynthError(f"{source}: {msg}")
+
+    return bad
+
+
+def _check_shared(cfg, bad) -> None:
+    """What both families' configs require: the resolution, the content network, learning rates, betas."""
+    r = cfg.resolution
+    if not isinstance(r, int) or not 32 <= r <= 1024 or r & (r - 1):
+        raise bad(f"resolution must be a power of two from 32 to 1024, got {r!r}")
+    if cfg.content_net not in CONTENT_NETS:
+        raise bad(f"content_net must be one of {', '.join(CONTENT_NETS)}, got {cfg.content_net!r}")
+    for name in ("g_lr", "d_lr", "finetune_lr"):
+        if not getattr(cfg, name) > 0:
+            raise bad(f"{name} must be positive")
+        if not getattr(cfg, name) <= 1e6:
+            raise bad(f"{name} must be at most 1e6")
+    b = cfg.betas
+    if (len(b) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+            or not all(0 <= x < 1 for x in b)):
+        raise bad(f"betas must be two numbers from 0 to 1 (excluded), got {str(b)[:60]}")
 
 
 PRESETS: dict[str, TalkingHeadConfig] = {}
@@ -130,6 +140,7 @@ class WarpHeadConfig(JsonConfig):
     motion_channels: list = field(default_factory=lambda: [32, 64, 96])  # the motion U-Net at half size
     res_blocks: int = 2
     flow_scale: float = 0.25  # the learned correction's largest shift, in grid units (1 = half the picture)
+    tps_falloff: float = 1.6  # the TPS motion fades out beyond this many face radii (0: the whole picture moves)
     copy_bias: float = 2.0  # the output mask's starting logit: mostly the warped source
     d_channels: list = field(default_factory=lambda: [32, 64, 128])
     # Meta-learning
@@ -151,13 +162,10 @@ class WarpHeadConfig(JsonConfig):
     finetune_lr: float = 5e-5
 
     def validate(self, source: str = "config") -> "WarpHeadConfig":
-        def bad(msg: str) -> FacesynthError:
-            return FacesynthError(f"{source}: {msg}")
-
+        bad = _complaint(source)
         self.check_types(source)
+        _check_shared(self, bad)
         r = self.resolution
-        if not isinstance(r, int) or not 32 <= r <= 1024 or r & (r - 1):
-            raise bad(f"resolution must be a power of two from 32 to 1024, got {r!r}")
         for name, most in (("channels", 6), ("motion_channels", 5), ("d_channels", 6)):
             v = getattr(self, name)
             if (not 2 <= len(v) <= most or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024
@@ -170,20 +178,11 @@ class WarpHeadConfig(JsonConfig):
             v = getattr(self, name)
             if not isinstance(v, int) or not (0 if name == "res_blocks" else 1) <= v <= top:
                 raise bad(f"{name} must be an integer from 1 to {top}, got {v!r}")
-        if self.content_net not in CONTENT_NETS:
-            raise bad(f"content_net must be one of {', '.join(CONTENT_NETS)}, got {self.content_net!r}")
-        if not 0 < self.flow_scale <= 2 or not -20 <= self.copy_bias <= 20:
-            raise bad("flow_scale must lie in (0, 2] and copy_bias in [-20, 20]")
-        for name in ("g_lr", "d_lr", "finetune_lr"):
-            if not 0 < getattr(self, name) <= 1e6:
-                raise bad(f"{name} must be positive (at most 1e6)")
+        if not 0 < self.flow_scale <= 2 or not -20 <= self.copy_bias <= 20 or not 0 <= self.tps_falloff <= 100:
+            raise bad("flow_scale must lie in (0, 2], copy_bias in [-20, 20] and tps_falloff in [0, 100]")
         for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight"):
             if not 0 <= getattr(self, name) <= 1e9:
                 raise bad(f"{name} must be from 0 to 1e9")
-        b = self.betas
-        if (len(b) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
-                or not all(0 <= x < 1 for x in b)):
-            raise bad(f"betas must be two numbers from 0 to 1 (excluded), got {str(b)[:60]}")
         return self
 
 

@@ -6,7 +6,8 @@ generated from its own landmarks and compared with the true frame: SSIM, PSNR, i
 (dlib's 128-D descriptors), and the landmark error of the output (dlib's 68 points found again in the
 generated frame, mean distance over the inter-ocular distance, outer eye corners).  The baseline
 answers every target with the first source frame: a model worth having must beat it; the ``tps`` row
-warps that frame by the landmarks' thin-plate spline alone (no learning).  Temporal stability: over a run
+warps that frame by the landmarks' thin-plate spline alone (no learning; ``tps-face``: its motion kept
+to the face's surroundings).  Temporal stability: over a run
 of consecutive frames of each clip's second half, the mean change of the output from one frame to the
 next over the true frames' (1 = as steady as the real video; the repeated frame scores 0).  FID between
 all generated and all true target frames is added when there are at least ``fid_min`` of them.
@@ -32,6 +33,7 @@ from .reenact import Portrait, Talker, stack_portraits
 from .warp_model import WARP_KINDS, TPSTalker, WarpTalker, checkpoint_kind, load_warp_generator
 
 UPSCALE_FOR_LANDMARKS = 256  # dlib needs faces larger than 64 px
+TPS_FACE_FALLOFF = 1.6  # the tps-face row: the spline's motion faded out beyond 1.6 face radii
 
 
 def normalised_landmark_error(found: np.ndarray, truth: np.ndarray) -> float:
@@ -118,8 +120,7 @@ class WarpFamily:
         G = self.G
         if finetune_steps:
             G, _ = finetune_warp(self.G, self.cfg, portraits, steps=finetune_steps, device=self.device, quiet=True)
-        return WarpTalker(G, np.stack([p.image for p in portraits]), np.stack([p.landmarks for p in portraits]),
-                          self.cfg.resolution, self.device)
+        return WarpTalker.from_portraits(G, self.cfg, portraits, self.device)
 
 
 def load_family(ckpt, device):
@@ -178,6 +179,8 @@ def evaluate(ckpt: str, data: str, clips: list[str] | None = None, shots=(1, 8),
             talkers = {f"{k}-shot{tag}": family.talker(portraits, finetune_steps)}
             if k == shots[0]:
                 talkers["tps"] = TPSTalker(portraits[0].image, portraits[0].landmarks, cfg.resolution)
+                talkers["tps-face"] = TPSTalker(portraits[0].image, portraits[0].landmarks, cfg.resolution,
+                                                TPS_FACE_FALLOFF)
                 base = np.repeat(v.frames[src[:1]].permute(0, 2, 3, 1).numpy(), len(tgt), axis=0)
                 generated_all.setdefault("baseline", []).append(base)
                 results.setdefault("baseline", []).extend(scorer.score(base, truth, lms))

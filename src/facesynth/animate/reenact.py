@@ -183,8 +183,7 @@ def load_warp_talker(path, portraits: list[Portrait] | None, device="cpu"):
         portraits = person_portraits(tensors)
     if not portraits:
         raise FacesynthError(f"{model_file}: a meta-trained run needs --source images to animate")
-    talker = WarpTalker(G, np.stack([p.image for p in portraits]), np.stack([p.landmarks for p in portraits]),
-                        cfg.resolution, device)
+    talker = WarpTalker.from_portraits(G, cfg, portraits, device)
     return talker, {"kind": kind, "config": cfg, "model_file": model_file, "portraits": portraits}
 
 

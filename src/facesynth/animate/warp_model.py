@@ -18,7 +18,7 @@ from ..errors import FacesynthError
 from ..nets.talking_warp import PatchDiscriminator, WarpGenerator
 from .config import WarpHeadConfig
 from .episodes import landmark_image, to_unit
-from ..nets.tps import tps_grid, warp
+from ..nets.tps import face_local, tps_grid, warp
 
 WARP_RUN_KIND = "facesynth-talking-warp"
 WARP_PERSON_KIND = "facesynth-talking-warp-person"
@@ -35,11 +35,16 @@ def motion_size(cfg) -> int:
     return cfg.resolution // 2
 
 
-def source_grids(driving: torch.Tensor, sources: torch.Tensor, resolution: int) -> torch.Tensor:
-    """TPS grids [B, K, h, h, 2] from driving landmarks [B, 68, 2] to each of K source landmark sets [B, K, 68, 2]."""
+def source_grids(driving: torch.Tensor, sources: torch.Tensor, cfg) -> torch.Tensor:
+    """TPS grids [B, K, h, h, 2] from driving landmarks [B, 68, 2] to each of K source landmark sets [B, K, 68, 2],
+    faded out away from the face as ``cfg.tps_falloff`` says."""
     b, k = sources.shape[:2]
-    h = resolution // 2
-    grids = tps_grid(driving.repeat_interleave(k, 0), sources.reshape(b * k, 68, 2), resolution, h)
+    r = cfg.resolution
+    h = motion_size(cfg)
+    drv = driving.repeat_interleave(k, 0)
+    grids = tps_grid(drv, sources.reshape(b * k, 68, 2), r, h)
+    if cfg.tps_falloff:
+        grids = face_local(grids, drv, r, cfg.tps_falloff)
     return grids.reshape(b, k, h, h, 2)
 
 
@@ -82,16 +87,20 @@ def load_warp_generator(path, device="cpu") -> tuple[str, WarpHeadConfig, WarpGe
 class WarpTalker:
     """A warping generator and one person's K source frames: landmarks in, frames out."""
 
-    def __init__(self, G: WarpGenerator, images: np.ndarray, landmarks: np.ndarray, resolution: int, device):
+    def __init__(self, G: WarpGenerator, cfg, images: np.ndarray, landmarks: np.ndarray, device):
         """``images`` uint8 [K, R, R, 3], ``landmarks`` [K, 68, 2] in model pixels."""
-        self.G, self.resolution, self.device = G.eval(), resolution, device
-        r = resolution
+        self.G, self.cfg, self.resolution, self.device = G.eval(), cfg, cfg.resolution, device
+        r = cfg.resolution
         self.sources = to_unit(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)).to(device)
         drawings = np.stack([landmark_image(lm, r, r) for lm in landmarks])
         self.source_drawings = to_unit(torch.from_numpy(drawings).permute(0, 3, 1, 2)).to(device)
         self.source_landmarks = torch.as_tensor(np.asarray(landmarks), dtype=torch.float32, device=device)
         with torch.no_grad():
             self.features = G.encode(self.sources)
+
+    @classmethod
+    def from_portraits(cls, G: WarpGenerator, cfg, portraits, device) -> "WarpTalker":
+        return cls(G, cfg, np.stack([p.image for p in portraits]), np.stack([p.landmarks for p in portraits]), device)
 
     @torch.no_grad()
     def render(self, landmarks: np.ndarray, batch: int = 8):
@@ -103,7 +112,7 @@ class WarpTalker:
             drawings = np.stack([landmark_image(lm, r, r) for lm in chunk])
             drawing = to_unit(torch.from_numpy(drawings).permute(0, 3, 1, 2)).to(self.device)
             driving = torch.from_numpy(chunk).to(self.device)
-            grids = source_grids(driving, self.source_landmarks.expand(b, -1, -1, -1), r)
+            grids = source_grids(driving, self.source_landmarks.expand(b, -1, -1, -1), self.cfg)
             feats = [f.repeat(b, 1, 1, 1) for f in self.features]
             out = self.G(self.sources.expand(b, -1, -1, -1, -1), self.source_drawings.expand(b, -1, -1, -1, -1),
                          drawing, grids, features=feats)
@@ -111,18 +120,21 @@ class WarpTalker:
 
 
 class TPSTalker:
-    """No learning: the first source warped by the landmark TPS alone (the reference a model must beat)."""
+    """No learning: the first source warped by the landmark TPS alone (the reference a model must beat), over
+    the whole picture or (``falloff`` > 0) faded out away from the face."""
 
-    def __init__(self, image: np.ndarray, landmarks: np.ndarray, resolution: int):
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, resolution: int, falloff: float = 0.0):
         self.source = to_unit(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))[None]
         self.landmarks = torch.as_tensor(np.asarray(landmarks), dtype=torch.float32)[None]
-        self.resolution = resolution
+        self.resolution, self.falloff = resolution, falloff
 
     @torch.no_grad()
     def render(self, landmarks: np.ndarray, batch: int = 16):
         for start in range(0, len(landmarks), batch):
             driving = torch.as_tensor(np.asarray(landmarks[start:start + batch]), dtype=torch.float32)
             grid = tps_grid(driving, self.landmarks.expand(len(driving), -1, -1), self.resolution)
+            if self.falloff:
+                grid = face_local(grid, driving, self.resolution, self.falloff)
             out = warp(self.source.expand(len(driving), -1, -1, -1), grid)
             yield from ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 

@@ -22,12 +22,12 @@ from .train import MetaTrainer
 from .warp_model import WARP_RUN_KIND, build_warp_networks, read_warp_checkpoint, source_grids
 
 WARP_RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight", "pixel_weight",
-                  "ssim_weight", "adv_weight", "fm_weight", "finetune_steps", "finetune_lr"}
+                  "ssim_weight", "adv_weight", "fm_weight", "finetune_steps", "finetune_lr", "tps_falloff"}
 
 
-def warp_forward(G, ep: dict[str, torch.Tensor], resolution: int) -> torch.Tensor:
+def warp_forward(G, ep: dict[str, torch.Tensor], cfg) -> torch.Tensor:
     """The generated targets of a batch of episodes (sampler keys, in [-1, 1], on G's device)."""
-    grids = source_grids(ep["target_landmarks"], ep["landmarks"], resolution)
+    grids = source_grids(ep["target_landmarks"], ep["landmarks"], cfg)
     return G(ep["frames"], ep["drawings"], ep["target_drawing"], grids)
 
 
@@ -99,7 +99,7 @@ class WarpTrainer(MetaTrainer):
         shots = 1 + self.step % cfg.shots
         ep.update({k: ep[k][:, :shots] for k in ("frames", "drawings", "landmarks")})
         with self.autocast():
-            fake = warp_forward(self.compiled["G"], ep, cfg.resolution)
+            fake = warp_forward(self.compiled["G"], ep, cfg)
             losses = generator_losses(cfg, self.compiled["D"], fake, ep["target"], ep["target_drawing"],
                                       self.content)
         loss_G = weighted(cfg, losses)
@@ -122,14 +122,14 @@ class WarpTrainer(MetaTrainer):
     @torch.no_grad()
     def probe(self, episodes: dict) -> None:
         ep = {k: v.to(self.device) for k, v in episodes.items()}
-        self.D(warp_forward(self.G, ep, self.cfg.resolution), ep["target_drawing"])
+        self.D(warp_forward(self.G, ep, self.cfg), ep["target_drawing"])
 
     @torch.no_grad()
     def save_samples(self, path: Path) -> None:
         """Rows: first source frame, target landmarks, generated, target."""
         ep = {k: v.to(self.device) for k, v in self.preview.items()}
         self.G.eval()
-        fake = warp_forward(self.G, ep, self.cfg.resolution)
+        fake = warp_forward(self.G, ep, self.cfg)
         self.G.train()
         rows = [ep["frames"][:, 0], ep["target_drawing"], fake, ep["target"]]
         save_grid(torch.stack(rows, dim=1).flatten(0, 1).cpu(), path, cols=len(rows))

@@ -43,14 +43,15 @@ class ResBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Double the size, then a 3x3 convolution to the skip connection's width."""
+    """A 3x3 convolution to the skip connection's width, then double the size: convolving before
+    enlarging costs a quarter, which is what keeps batch-1 rendering real-time on a CPU."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.conv = conv(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(act(x), scale_factor=2, mode="nearest"))
+        return F.interpolate(self.conv(act(x)), scale_factor=2, mode="bilinear", align_corners=False)
 
 
 MOTION_INPUTS = 3 + 3 + 3 + 2  # warped source, warped source landmarks, driving landmarks, TPS displacement
