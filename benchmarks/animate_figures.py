@@ -7,7 +7,7 @@
 Default: the bundled model; a photo, two paintings and the 3D face from ../shared/data/talking/portraits;
 a held-out person's clip as the driver.
 
-    python benchmarks/animate_figures.py [--ckpt MODEL] [--driver clip.mp4] [--out benchmarks/results/animate]
+    python benchmarks/animate_figures.py [--ckpt MODEL] [--driver clip.mp4] [--out docs/animate]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> int:
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--driver", default=str(TALKING / "more-videos" / "EDTalk-mouth_source.mp4"))
     ap.add_argument("--frames", type=int, default=120, help="driver frames read")
-    ap.add_argument("--out", default=str(HERE / "results" / "animate"))
+    ap.add_argument("--out", default=str(HERE.parent / "docs" / "animate"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)

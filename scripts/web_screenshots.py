@@ -3,7 +3,8 @@
 Starts the real server on a free loopback port, opens the page on fixed seeds, and saves the whole
 page and each panel: the face, style mixing, interpolation, a photo projected and mixed (scikit-image's
 public-domain astronaut, --project-steps optimisation steps: a minute or two on a CPU), and the
-animate panel (with --animate-ckpt it is live; without, it shows the notice visitors would see).
+animate panel (live with the bundled talking head or --animate-ckpt: the photo animated by the bundled clip;
+without a model, the notice visitors would see).  --animate-only takes that panel alone.
 
     .venv/bin/python scripts/web_screenshots.py [--out docs/web] [--project-steps 150] [--animate-ckpt RUN]
 """
@@ -37,6 +38,18 @@ def astronaut_jpeg(folder: Path) -> Path:
     return path
 
 
+def animate_panel(page, photo: Path, out: Path) -> None:
+    """The animate panel with the photo animated by the bundled clip (or the notice, when animation is off)."""
+    page.set_input_files("#animate-file", str(photo))
+    if page.locator("#animate-off").is_hidden():
+        page.click("#animate-go")
+        page.wait_for_selector("#animate-result:not([hidden])", timeout=15 * 60_000)
+        page.wait_for_function("() => document.getElementById('animate-video').readyState >= 2")
+        page.evaluate("() => { const v = document.getElementById('animate-video'); v.pause(); v.currentTime = 1.5; }")
+        page.wait_for_timeout(500)
+    page.locator("#animate").screenshot(path=str(out / "animate.png"))
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -45,6 +58,7 @@ def main() -> None:
     ap.add_argument("--project-steps", type=int, default=150)
     ap.add_argument("--animate-ckpt", default=None)
     ap.add_argument("--dark", action="store_true", help="also the page in the dark colour scheme")
+    ap.add_argument("--animate-only", action="store_true", help="only the animate panel, its video made")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +80,10 @@ def main() -> None:
         page.fill("#interp-b", str(WALK[1]))
         page.click("#interp-go")
         page.wait_for_function(ALL_LOADED)
+        if args.animate_only:
+            animate_panel(page, photo, out)
+            browser.close()
+            return
         page.locator("#face").screenshot(path=str(out / "face.png"))
         page.locator("#mixing").screenshot(path=str(out / "mixing.png"))
         page.locator("#interpolation").screenshot(path=str(out / "interpolation.png"))
@@ -76,8 +94,7 @@ def main() -> None:
         page.wait_for_function(ALL_LOADED)
         page.locator("#photo").screenshot(path=str(out / "photo.png"))
 
-        page.set_input_files("#animate-file", str(photo))
-        page.locator("#animate").screenshot(path=str(out / "animate.png"))
+        animate_panel(page, photo, out)
 
         face = photo.with_name("face.png")  # a face as a visitor downloads it, dropped on "Was this made here?"
         face.write_bytes(page.request.get(f"{url}/api/face?seed={SEED}&psi=0.7&size=256").body())

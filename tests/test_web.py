@@ -394,13 +394,26 @@ def test_a_body_too_large_is_refused_while_it_streams(client):
     assert client.get("/api/face", params={"seed": 13}).status_code == 200
 
 
-def test_animation_is_off_without_a_talking_head_model(client, portrait):
-    info = client.get("/api/info").json()
-    assert info["features"]["animate"]["available"] is False
-    assert "--animate-ckpt" in info["features"]["animate"]["reason"]
-    assert "astronaut" in [d["name"] for d in info["drivers"]]
-    r = client.post("/api/jobs/animate", files={"photo": ("a.jpg", portrait)}, data={"driver": "astronaut"})
-    assert r.status_code == 503 and "--animate-ckpt" in r.json()["detail"]
+def test_animation_is_off_without_a_talking_head_model(portrait, monkeypatch, tmp_path):
+    import facesynth.models
+
+    monkeypatch.delenv("FACESYNTH_ANIMATE_CKPT", raising=False)
+    monkeypatch.setattr(facesynth.models, "DEFAULT_TALKING_MODEL", tmp_path / "none.safetensors")  # a trimmed copy
+    with TestClient(create_app(ServerSettings(max_driver_frames=8))) as client:
+        info = client.get("/api/info").json()
+        assert info["features"]["animate"]["available"] is False
+        assert "--animate-ckpt" in info["features"]["animate"]["reason"]
+        assert "astronaut" in [d["name"] for d in info["drivers"]]
+        r = client.post("/api/jobs/animate", files={"photo": ("a.jpg", portrait)}, data={"driver": "astronaut"})
+        assert r.status_code == 503 and "--animate-ckpt" in r.json()["detail"]
+
+
+def test_animation_is_on_by_default_with_the_bundled_model(client):
+    from facesynth.models import default_talking_model
+
+    if default_talking_model() is None:
+        pytest.skip("this installation has no bundled talking-head model")
+    assert client.get("/api/info").json()["features"]["animate"]["available"]
 
 
 def test_animation_job_makes_a_playable_video(talking_head, portrait):

@@ -858,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "projected or animated) and its JSON API")
     _ckpt_arg(s)
     s.add_argument("--animate-ckpt", type=_path, default=None, help="talking-head run or person for animating photos "
-                   "(default: $FACESYNTH_ANIMATE_CKPT; without one the page says animation is off)")
+                   "(default: $FACESYNTH_ANIMATE_CKPT, else the bundled talking head)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=_number(int, 1, 65535), default=8000)
     s.add_argument("--device", default="auto")
