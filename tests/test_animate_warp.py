@@ -185,3 +185,11 @@ def test_bundled_model_animates_a_portrait_without_ckpt(tmp_path, capsys):
                  str(TALKING / "videos" / "realisti-test_video.mp4"), "--out", str(out), "--max-frames", "4",
                  "--quiet", "--threads", "1"]) == 0
     assert "4 frames at 128x128" in capsys.readouterr().out and out.stat().st_size > 0
+    # A person fine-tuned from the bundled model carries its photo: run needs no --source.
+    assert main(["animate", "finetune", "--ckpt", str(default_talking_model()), "--images",
+                 str(TALKING / "portraits" / "s3.jpg"), "--out", str(tmp_path / "person"), "--steps", "2",
+                 "--quiet", "--threads", "1"]) == 0
+    assert main(["animate", "run", "--ckpt", str(tmp_path / "person"), "--driver",
+                 str(TALKING / "videos" / "realisti-test_video.mp4"), "--out", str(tmp_path / "p.mp4"),
+                 "--max-frames", "3", "--quiet", "--threads", "1"]) == 0
+    assert "3 frames at 128x128" in capsys.readouterr().out
