@@ -8,6 +8,9 @@ seeds puts the recipes side by side.
         --minutes 60,180 --out runs/compare [--recipes stylegan2,stylegan2-da,projected+native]
     -> runs/compare/<recipe>/ (the runs), results/recipe_comparison.{json,md}, results/recipe_comparison.png
 
+For transfer learning on a small set, compare ``stylegan2-da`` (from scratch) with ``finetune-da`` (from the
+bundled model), e.g. on ``heldout_split.py --min-age 70``'s faces aged 70 and over.
+
 Training resumes exactly, so a recipe's 180-minute checkpoint is its 60-minute run continued; an interrupted
 comparison continues where it stopped (finished checkpoints are kept in the JSON and not measured again).
 """
@@ -26,6 +29,7 @@ from report import environment, write_results
 
 from facesynth.checkpoints import load_generator
 from facesynth.metrics.registry import compute_metrics
+from facesynth.models import DEFAULT_MODEL
 from facesynth.util.grid import label_rows, make_grid, save_png
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +43,10 @@ RECIPES = {
     "projected": PROJECTED,
     "projected+native": PROJECTED + ["--set", 'discriminator="projected+native"', "--set", "r1_gamma=0.025",
                                      "--set", "r1_interval=16"],
+    "projected+native-f128": PROJECTED + ["--set", 'discriminator="projected+native"', "--set", "r1_gamma=0.025",
+                                          "--set", "r1_interval=16", "--set", "projected_resolution=128"],
+    # Transfer: the bundled model's G (its file holds no D, which starts fresh), on a small set.
+    "finetune-da": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", str(DEFAULT_MODEL)],
 }
 METRICS = "fid5k,kid5k,swd,fd_dlib5k"
 
