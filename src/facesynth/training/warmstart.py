@@ -102,11 +102,11 @@ def warm_start(models: dict[str, nn.Module], path: str, new: GANConfig, quiet: b
     for prefix, module in models.items():
         src = prefix if prefix in have else fallback.get(prefix)
         if src not in have:
-            if prefix == "D" and new.freeze_d:
-                raise FacesynthError(f"{source}: holds no discriminator, so freeze_d={new.freeze_d} would keep "
-                                     "random blocks fixed; start from a run's snapshot (which holds D) or drop "
-                                     "--freeze-d")
             if prefix == "D":
+                if new.freeze_d:
+                    raise FacesynthError(f"{source}: holds no discriminator, so freeze_d={new.freeze_d} would keep "
+                                         "random blocks fixed; start from a run's snapshot (which holds D) or drop "
+                                         "--freeze-d")
                 print(f"note: {source} holds no discriminator; D starts fresh", file=sys.stderr)
                 continue
             raise FacesynthError(f"{source}: holds no {prefix} weights")
