@@ -8,8 +8,11 @@ seeds puts the recipes side by side.
         --minutes 60,180 --out runs/compare [--recipes stylegan2,stylegan2-da,projected+native]
     -> runs/compare/<recipe>/ (the runs), results/recipe_comparison.{json,md}, results/recipe_comparison.png
 
-For transfer learning on a small set, compare ``stylegan2-da`` (from scratch) with ``finetune-da`` (from the
-bundled model), e.g. on ``heldout_split.py --min-age 70``'s faces aged 70 and over.
+For transfer learning on a small set, compare ``stylegan2-da`` (from scratch) with the ``finetune-*`` recipes,
+e.g. on ``heldout_split.py --min-age 70``'s faces aged 70 and over.  They start from ``--start-from`` (default:
+the bundled model, whose file holds no D): ``finetune-da`` with a fresh D, ``finetune-da-warmup`` with D trained
+alone for its first kimg, ``freezed-da`` with the first two D blocks kept (FreezeD: start from a run's
+snapshot, which holds its D).  ``--name`` keeps such a table apart from the recipe comparison's.
 
 Training resumes exactly, so a recipe's 180-minute checkpoint is its 60-minute run continued; an interrupted
 comparison continues where it stopped (finished checkpoints are kept in the JSON and not measured again).
@@ -27,7 +30,7 @@ from pathlib import Path
 import torch
 from report import environment, write_results
 
-from facesynth.checkpoints import load_generator
+from facesynth.checkpoints import load_generator, resolve_checkpoint
 from facesynth.metrics.registry import compute_metrics
 from facesynth.models import DEFAULT_MODEL
 from facesynth.util.grid import label_rows, make_grid, save_png
@@ -45,9 +48,13 @@ RECIPES = {
                                      "--set", "r1_interval=16"],
     "projected+native-f128": PROJECTED + ["--set", 'discriminator="projected+native"', "--set", "r1_gamma=0.025",
                                           "--set", "r1_interval=16", "--set", "projected_resolution=128"],
-    # Transfer: the bundled model's G (its file holds no D, which starts fresh), on a small set.
-    "finetune-da": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", str(DEFAULT_MODEL)],
+    # Transfer on a small set, from --start-from ("{start}").
+    "finetune-da": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}"],
+    "finetune-da-warmup": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}",
+                                  "--set", "d_warmup_kimg=1"],
+    "freezed-da": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}", "--freeze-d", "2"],
 }
+START = "start"  # not a recipe: --start-from itself, measured as it is
 METRICS = "fid5k,kid5k,swd,fd_dlib5k"
 
 
@@ -72,7 +79,7 @@ def measure(snapshot: Path, heldout: str, metrics: str) -> dict:
 
 def faces(snapshot: Path, n: int) -> torch.Tensor:
     """The same seeds for every recipe and checkpoint."""
-    G = load_generator(snapshot / "model.safetensors")
+    G = load_generator(resolve_checkpoint(snapshot))
     with torch.no_grad():
         z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0))
         return G(z, truncation_psi=1.0, noise_mode="const")
@@ -83,15 +90,17 @@ def main() -> int:
     ap.add_argument("--data", required=True, help="training images (a facesynth dataset zip)")
     ap.add_argument("--heldout", required=True, help="held-out images, never trained on")
     ap.add_argument("--out", required=True, help="folder for the runs")
-    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}; '{START}' measures --start-from as it is")
     ap.add_argument("--minutes", default="60,180", help="cumulative wall-clock minutes to measure at")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--metrics", default=METRICS)
     ap.add_argument("--grid", type=int, default=8, help="faces per recipe and checkpoint in the figure")
     ap.add_argument("--results", default=str(HERE / "results"))
+    ap.add_argument("--name", default="recipe_comparison", help="file name of the table, JSON and figure")
+    ap.add_argument("--start-from", default=str(DEFAULT_MODEL), help="the model the finetune-* recipes start from")
     args = ap.parse_args()
     names = [r for r in args.recipes.split(",") if r]
-    unknown = [r for r in names if r not in RECIPES]
+    unknown = [r for r in names if r not in RECIPES and r != START]
     if unknown:
         ap.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     marks = sorted(float(m) for m in args.minutes.split(","))
@@ -100,13 +109,23 @@ def main() -> int:
     done = json.loads(state_file.read_text()) if state_file.is_file() else {}
     rows, grids = [], []
     for name in names:
+        if name == START:
+            key = f"{START}@0min"
+            if key not in done:
+                done[key] = {"recipe": START, "minutes": 0, "snapshot": args.start_from, "kimg": None,
+                             "metrics": measure(Path(args.start_from), args.heldout, args.metrics)}
+                out.mkdir(parents=True, exist_ok=True)
+                state_file.write_text(json.dumps(done, indent=2) + "\n")
+            rows.append(done[key])
+            grids.append((key, faces(Path(args.start_from), args.grid)))
+            continue
         trained = 0.0
         for mark in marks:
             key = f"{name}@{mark:g}min"
             if key not in done:
                 t0 = time.time()
-                snapshot = train_until(out / name.replace("+", "-"), RECIPES[name], args.data, mark - trained,
-                                       args.threads)
+                recipe = [a.replace("{start}", args.start_from) for a in RECIPES[name]]
+                snapshot = train_until(out / name.replace("+", "-"), recipe, args.data, mark - trained, args.threads)
                 metrics = measure(snapshot, args.heldout, args.metrics)
                 done[key] = {"recipe": name, "minutes": mark, "snapshot": str(snapshot), "metrics": metrics,
                              "kimg": json.loads((snapshot / "state.json").read_text()).get("kimg"),
@@ -126,8 +145,9 @@ def main() -> int:
     grid = make_grid(torch.cat([im for _, im in grids]), cols=args.grid, upscale=2)
     row_height = grid.shape[0] // len(grids)
     save_png(label_rows(grid, [k.replace("@", "\n") for k, _ in grids], row_height),
-             results_dir / "recipe_comparison.png")
-    write_results(results_dir, "recipe_comparison", {"environment": environment(), "runs": rows}, lines)
+             results_dir / f"{args.name}.png")
+    write_results(results_dir, args.name, {"environment": environment(), "start_from": args.start_from, "runs": rows},
+                  lines)
     return 0
 
 

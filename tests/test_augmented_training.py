@@ -75,3 +75,24 @@ def test_freeze_d_refuses_a_model_without_a_discriminator(face_dataset, tmp_path
     ckpt.export_generator(tmp_path / "base", exported)
     with pytest.raises(FacesynthError, match="holds no discriminator"):
         train(_opts(face_dataset, tmp_path / "ft", init_from=str(exported), overrides={"freeze_d": 1}))
+
+
+def test_d_warmup_trains_d_alone_first_then_g(face_dataset, tmp_path):
+    """d_warmup_kimg: from an exported model (no D), G and G_ema keep the loaded weights while D learns (G's
+    running mean of w still tracks its mapping's output); after the warm-up G moves."""
+    train(_opts(face_dataset, tmp_path / "base", kimg=0.032))
+    exported = tmp_path / "g.safetensors"
+    ckpt.export_generator(tmp_path / "base", exported)
+    _, start = ckpt.read_model_file(exported)
+    train(_opts(face_dataset, tmp_path / "warm", init_from=str(exported), kimg=0.032,
+                overrides={"d_warmup_kimg": 0.032}))
+    _, warm = ckpt.read_model_file(tmp_path / "warm")
+    for k, v in start.items():
+        assert torch.equal(warm[k], v), k
+        if not k.endswith("w_avg"):
+            assert torch.equal(warm["G." + k.split(".", 1)[1]], v), k
+    lines = [json.loads(x) for x in (tmp_path / "warm" / "stats.jsonl").read_text().splitlines()]
+    assert lines and all("loss/D" in x and "loss/G" not in x for x in lines)
+    train(_opts(face_dataset, tmp_path / "warm", kimg=0.064, resume="auto"))
+    _, after = ckpt.read_model_file(tmp_path / "warm")
+    assert any(not torch.equal(after[k], v) for k, v in start.items() if not k.endswith("w_avg"))

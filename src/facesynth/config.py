@@ -154,6 +154,9 @@ class GANConfig(JsonConfig):
     # Fine-tuning (Mo et al. 2020, FreezeD): the first freeze_d discriminator blocks from the image side (with
     # their fromRGB layers) keep the weights the run started from.
     freeze_d: int = 0
+    # Fine-tuning from a model without its discriminator (an exported one): D alone trains for this many
+    # thousand images first, so G's first updates follow a D that knows the data instead of a random one.
+    d_warmup_kimg: float = 0.0
     gp_lambda: float = 10.0
     drift_weight: float = 0.001  # epsilon * D(real)^2 keeps WGAN critic outputs near zero
     batch: int = 32
@@ -326,7 +329,8 @@ class GANConfig(JsonConfig):
             v = getattr(self, name)
             if not 0 < v <= 1e6:
                 raise bad(f"{name} must be positive (and at most 1e6), got {v!r}")
-        for name in ("gp_lambda", "drift_weight", "r1_gamma", "pl_weight", "ema_kimg", "fade_kimg", "stable_kimg"):
+        for name in ("gp_lambda", "drift_weight", "r1_gamma", "pl_weight", "ema_kimg", "fade_kimg", "stable_kimg",
+                     "d_warmup_kimg"):
             v = getattr(self, name)
             if not 0 <= v <= 1e9:
                 raise bad(f"{name} must be from 0 to 1e9, got {v!r}")

@@ -56,7 +56,7 @@ MAX_ROLLBACKS = 3  # a run that keeps failing after this many returns to a snaps
 RESUMABLE_OVERRIDES = {"batch", "g_lr", "d_lr", "r1_gamma", "r1_interval", "pl_weight", "pl_interval", "snapshot_kimg",
                        "ema_kimg", "ema_rampup", "xflip", "style_mixing_prob", "gp_lambda", "drift_weight",
                        "diffaugment", "ada_target", "ada_kimg",
-                       "framing"}
+                       "framing", "d_warmup_kimg"}
 
 
 @dataclass
@@ -356,26 +356,12 @@ class Trainer:
         fake.backward(total)
         return sum(losses).detach()
 
-    def train_step(self, real_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step on this rank's share ``real_u8`` of the global batch; random draws are those of the
-        whole batch, sliced (see distributed.py), and gradients are averaged over ranks before each update."""
+    def _generator_steps(self, batch: int) -> dict[str, torch.Tensor]:
+        """G's main step (fool D) and, every pl_interval steps, its path-length regulariser."""
         cfg, dev, dp = self.cfg, self.device, self.dp
         G, D = self.G, self.D
-        real = to_device(real_u8, dev).to(torch.float32) / 127.5 - 1
-        if self.perf.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        batch = real.shape[0]
-        if cfg.xflip:
-            flip = dp.rand(batch, generator=self.aug_gen) < 0.5
-            flip = to_device(flip, dev)
-            real = torch.where(flip[:, None, None, None], real.flip(3), real)
-        if self.growth.alpha < 1.0:
-            # Reals fade like the generator's output: from the up-sampled image below to full detail.
-            real = fade(G.synthesis.upsample_image(downsample_box(real)), real, self.growth.alpha)
         wgan, hinge = cfg.loss == "wgan-gp", cfg.loss == "hinge"
         stats = {}
-
-        # G main: fool D.
         G.requires_grad_(True)
         D.requires_grad_(False)
         z = dp.randn(batch, cfg.z_dim, device=dev)
@@ -405,6 +391,31 @@ class Trainer:
             self.guard.check("loss/pl", loss_pl, self.opt_G)
             self.opt_G.step()
             stats["loss/pl"] = pen.detach().mean()
+        return stats
+
+    def train_step(self, real_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step on this rank's share ``real_u8`` of the global batch; random draws are those of the
+        whole batch, sliced (see distributed.py), and gradients are averaged over ranks before each update."""
+        cfg, dev, dp = self.cfg, self.device, self.dp
+        G, D = self.G, self.D
+        real = to_device(real_u8, dev).to(torch.float32) / 127.5 - 1
+        if self.perf.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        batch = real.shape[0]
+        if cfg.xflip:
+            flip = dp.rand(batch, generator=self.aug_gen) < 0.5
+            flip = to_device(flip, dev)
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        if self.growth.alpha < 1.0:
+            # Reals fade like the generator's output: from the up-sampled image below to full detail.
+            real = fade(G.synthesis.upsample_image(downsample_box(real)), real, self.growth.alpha)
+        wgan, hinge = cfg.loss == "wgan-gp", cfg.loss == "hinge"
+        stats = {}
+
+        # D warm-up (d_warmup_kimg): G waits until D has learned from the data.
+        train_g = self.images_seen >= cfg.d_warmup_kimg * 1000
+        if train_g:
+            stats.update(self._generator_steps(batch))
 
         # D main: tell real from fake.
         G.requires_grad_(False)
@@ -452,7 +463,8 @@ class Trainer:
         ema_nimg = cfg.ema_kimg * 1000
         if cfg.ema_rampup:
             ema_nimg = min(ema_nimg, self.images_seen * cfg.ema_rampup)
-        update_ema(self.G_ema, G, 0.5 ** (global_batch / max(ema_nimg, 1e-8)))
+        if train_g:
+            update_ema(self.G_ema, G, 0.5 ** (global_batch / max(ema_nimg, 1e-8)))
         self.augment.step(global_batch)
         stats.update(self.augment.stats())
         self.step += 1
@@ -569,7 +581,7 @@ class Trainer:
                             if isinstance(v, float) and k not in ("kimg", "time"):
                                 writer.add_scalar(k, v, global_step=self.images_seen)
                         writer.flush()
-                    pbar.set_postfix({"kimg": f"{line['kimg']:.1f}", "G": f"{line['loss/G']:.2f}",
+                    pbar.set_postfix({"kimg": f"{line['kimg']:.1f}", "G": f"{line.get('loss/G', float('nan')):.2f}",
                                       "D": f"{line['loss/D']:.2f}", "img/s": f"{line['img_per_s']:.1f}"})
                     last = line
                     acc, data_wait, whole_tick = {}, 0.0, ended_on_tick
