@@ -16,6 +16,12 @@ snapshot, which holds its D).  ``--name`` keeps such a table apart from the reci
 
 Training resumes exactly, so a recipe's 180-minute checkpoint is its 60-minute run continued; an interrupted
 comparison continues where it stopped (finished checkpoints are kept in the JSON and not measured again).
+
+``--budget speed`` spends the same compute without needing the machine to itself for the whole comparison:
+first each recipe's training throughput is timed, one after another on the idle machine (img/s, kept in the
+JSON), then each trains to minutes x 60 x its img/s images, however long that takes.  The comparison can then
+run at low priority beside other work, paused and resumed, and still give each recipe what the given minutes
+of the idle machine would have.
 """
 
 from __future__ import annotations
@@ -58,10 +64,14 @@ START = "start"  # not a recipe: --start-from itself, measured as it is
 METRICS = "fid5k,kid5k,swd,fd_dlib5k"
 
 
-def train_until(run: Path, recipe: list[str], data: str, minutes: float, threads: int | None) -> Path:
-    """Train (or continue) ``run`` for ``minutes`` more of wall clock; returns its latest snapshot."""
-    cmd = [sys.executable, "-m", "facesynth", "train", "--data", data, "--out", str(run), "--kimg", "1000000",
-           "--minutes", str(minutes), "--quiet"]
+def train_until(run: Path, recipe: list[str], data: str, minutes: float | None, threads: int | None,
+                kimg: float = 1e6) -> Path:
+    """Train (or continue) ``run`` for ``minutes`` more of wall clock (None: no limit) or up to ``kimg`` thousand
+    images; returns its latest snapshot."""
+    cmd = [sys.executable, "-m", "facesynth", "train", "--data", data, "--out", str(run), "--kimg", f"{kimg:g}",
+           "--quiet"]
+    if minutes is not None:
+        cmd += ["--minutes", str(minutes)]
     if (run / "latest.json").is_file():
         cmd += ["--resume", "auto"]  # the snapshot carries the recipe
     else:
@@ -70,6 +80,22 @@ def train_until(run: Path, recipe: list[str], data: str, minutes: float, threads
         cmd += ["--threads", str(threads)]
     subprocess.run(cmd, check=True)
     return run / json.loads((run / "latest.json").read_text())["snapshot"]
+
+
+def training_speed(recipe: list[str], data: str, threads: int | None, kimg: float = 0.96) -> float:
+    """img/s of a recipe's training: three ticks of a throwaway run, the first (warm-up) left out."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "facesynth", "train", "--data", data, "--out", str(run), "--kimg", f"{kimg:g}",
+               "--tick", f"{kimg / 3:g}", "--snap", "1000", "--no-history", "--quiet", *recipe]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        subprocess.run(cmd, check=True)
+        ticks = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    speeds = [t["img_per_s"] for t in ticks[1:] if "img_per_s" in t] or [ticks[-1]["img_per_s"]]
+    return sum(speeds) / len(speeds)
 
 
 def measure(snapshot: Path, heldout: str, metrics: str) -> dict:
@@ -93,6 +119,9 @@ def main() -> int:
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}; '{START}' measures --start-from as it is")
     ap.add_argument("--minutes", default="60,180", help="cumulative wall-clock minutes to measure at")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--budget", choices=("wall", "speed"), default="wall",
+                    help="wall: train for the minutes of wall clock; speed: for the images the recipe's measured "
+                         "idle-machine throughput makes in those minutes")
     ap.add_argument("--metrics", default=METRICS)
     ap.add_argument("--grid", type=int, default=8, help="faces per recipe and checkpoint in the figure")
     ap.add_argument("--results", default=str(HERE / "results"))
@@ -108,6 +137,13 @@ def main() -> int:
     state_file = out / "recipe_comparison.json"
     done = json.loads(state_file.read_text()) if state_file.is_file() else {}
     rows, grids = [], []
+    if args.budget == "speed":
+        speeds = done.setdefault("speed_img_per_s", {})
+        for name in names:  # all timed before any long training, one after another on the idle machine
+            if name != START and name not in speeds:
+                speeds[name] = training_speed(RECIPES[name], args.data, args.threads)
+                out.mkdir(parents=True, exist_ok=True)
+                state_file.write_text(json.dumps(done, indent=2) + "\n")
     for name in names:
         if name == START:
             key = f"{START}@0min"
@@ -125,9 +161,15 @@ def main() -> int:
             if key not in done:
                 t0 = time.time()
                 recipe = [a.replace("{start}", args.start_from) for a in RECIPES[name]]
-                snapshot = train_until(out / name.replace("+", "-"), recipe, args.data, mark - trained, args.threads)
+                run = out / name.replace("+", "-")
+                if args.budget == "speed":
+                    kimg = mark * 60 * done["speed_img_per_s"][name] / 1000
+                    snapshot = train_until(run, recipe, args.data, None, args.threads, kimg=kimg)
+                else:
+                    snapshot = train_until(run, recipe, args.data, mark - trained, args.threads)
                 metrics = measure(snapshot, args.heldout, args.metrics)
-                done[key] = {"recipe": name, "minutes": mark, "snapshot": str(snapshot), "metrics": metrics,
+                done[key] = {"recipe": name, "minutes": mark, "budget": args.budget, "snapshot": str(snapshot),
+                             "metrics": metrics,
                              "kimg": json.loads((snapshot / "state.json").read_text()).get("kimg"),
                              "wall_s": time.time() - t0}
                 out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +188,8 @@ def main() -> int:
     row_height = grid.shape[0] // len(grids)
     save_png(label_rows(grid, [k.replace("@", "\n") for k, _ in grids], row_height),
              results_dir / f"{args.name}.png")
-    write_results(results_dir, args.name, {"environment": environment(), "start_from": args.start_from, "runs": rows},
+    write_results(results_dir, args.name, {"environment": environment(), "start_from": args.start_from,
+                                          "speed_img_per_s": done.get("speed_img_per_s"), "runs": rows},
                   lines)
     return 0
 
