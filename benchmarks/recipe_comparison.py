@@ -122,6 +122,7 @@ def main() -> int:
     ap.add_argument("--budget", choices=("wall", "speed"), default="wall",
                     help="wall: train for the minutes of wall clock; speed: for the images the recipe's measured "
                          "idle-machine throughput makes in those minutes")
+    ap.add_argument("--time-only", action="store_true", help="with --budget speed: time the recipes, then stop")
     ap.add_argument("--metrics", default=METRICS)
     ap.add_argument("--grid", type=int, default=8, help="faces per recipe and checkpoint in the figure")
     ap.add_argument("--results", default=str(HERE / "results"))
@@ -132,6 +133,8 @@ def main() -> int:
     unknown = [r for r in names if r not in RECIPES and r != START]
     if unknown:
         ap.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    if args.time_only and args.budget != "speed":
+        ap.error("--time-only times the recipes for --budget speed")
     marks = sorted(float(m) for m in args.minutes.split(","))
     out, results_dir = Path(args.out), Path(args.results)
     state_file = out / "recipe_comparison.json"
@@ -144,6 +147,9 @@ def main() -> int:
                 speeds[name] = training_speed(RECIPES[name], args.data, args.threads)
                 out.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(done, indent=2) + "\n")
+        if args.time_only:
+            print(json.dumps(speeds))
+            return 0
     for name in names:
         if name == START:
             key = f"{START}@0min"
