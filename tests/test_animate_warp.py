@@ -142,6 +142,42 @@ def test_evaluate_finetune_and_export(prepared, warp_run, tmp_path):
         load_talker(warp_run, None)
 
 
+def test_init_from_keeps_the_weights_and_the_heldout_clips_and_adds_a_zero_residual(prepared, warp_run, tmp_path):
+    from facesynth.animate.train import trainer_class
+    from facesynth.animate.warp_model import load_warp_generator
+
+    opts = MetaTrainOptions(data=str(prepared), out=str(tmp_path / "more"), preset=None, init_from=str(warp_run),
+                            steps=1, overrides={"residual": True}, quiet=True)
+    trainer = trainer_class(opts)(opts)
+    assert trainer.exclude == ["clip1"] and "clip1" not in [v.name for v in trainer.videos]  # the source's held-out
+    old = _last_model(warp_run)
+    for name, net in trainer.nets.items():  # G and D as they were, the residual head new and at zero
+        own = net.state_dict()
+        assert {f"{name}.{k}" for k in own if f"{name}.{k}" not in old} == (
+            {"G.to_residual.weight", "G.to_residual.bias"} if name == "G" else set())
+        assert all(torch.equal(v, old[f"{name}.{k}"]) for k, v in own.items() if f"{name}.{k}" in old)
+    assert not trainer.nets["G"].to_residual.weight.any()
+
+    # A zero residual renders exactly what the model it started from renders; a residual adds to it.
+    _, cfg, G, _, _ = load_warp_generator(warp_run)
+    G2 = trainer.nets["G"].eval()
+    rng = np.random.default_rng(2)
+    lm = torch.tensor(np.stack([face_like(rng, size=32) for _ in range(2)]), dtype=torch.float32)
+    tps = tps_grid(lm[:1], lm[1:], 32, 16)[:, None]
+    src, drawings = torch.rand(1, 1, 3, 32, 32) * 2 - 1, torch.rand(1, 1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(G.eval()(src, drawings, drawings[:, 0], tps), G2(src, drawings, drawings[:, 0], tps))
+        G2.to_residual.bias.fill_(0.25)
+        assert torch.allclose(G2(src, drawings, drawings[:, 0], tps), G(src, drawings, drawings[:, 0], tps) + 0.25)
+
+    trainer.run()  # and it trains
+    assert json.loads((sorted((tmp_path / "more").glob("snapshot-*"))[-1] / "state.json").read_text())["step"] == 1
+
+    with pytest.raises(FacesynthError, match="nothing-here"):
+        meta_train(MetaTrainOptions(data=str(prepared), out=str(tmp_path / "x"), preset="talking-warp-128",
+                                    init_from=str(tmp_path / "nothing-here"), steps=1, quiet=True))
+
+
 def test_jitter_moves_landmarks_with_the_picture():
     from facesynth.animate.warp_finetune import jittered
 
@@ -152,6 +188,21 @@ def test_jitter_moves_landmarks_with_the_picture():
     moved, moved_lm = jittered(img, lm, torch.Generator().manual_seed(3))
     y, x = np.unravel_index(moved[0, 0].argmax().item(), (32, 32))
     assert abs(moved_lm[0, 0, 0].item() - x) <= 1 and abs(moved_lm[0, 0, 1].item() - y) <= 1
+
+    # Face-local (the model's own motion): the face moves with its landmarks, the far background stays.
+    r = 64
+    face = torch.tensor(face_like(np.random.default_rng(4), size=r), dtype=torch.float32)[None]
+    img = torch.full((1, 3, r, r), -1.0)
+    nx, ny = face[0, 30].round().long().tolist()  # the nose tip
+    img[0, :, ny - 1:ny + 2, nx - 1:nx + 2] = 1.0
+    img[0, :, 0:3, 0:3] = 0.5
+    moved, moved_lm = jittered(img, face, torch.Generator().manual_seed(3), tiny_cfg(resolution=r))
+    inner = moved[0, 0].clone()
+    inner[:8, :8] = -1
+    y, x = np.unravel_index(inner.argmax().item(), (r, r))
+    assert abs(moved_lm[0, 30, 0].item() - x) <= 1.5 and abs(moved_lm[0, 30, 1].item() - y) <= 1.5
+    assert (moved_lm - face).abs().max() > 0.5  # it did move
+    assert torch.allclose(moved[0, :, 0, 0], torch.tensor(0.5), atol=1e-3)
 
 
 def test_heldout_split_is_fixed_and_skips_people_seen_twice(tmp_path):

@@ -220,9 +220,12 @@ def cmd_animate_train(args) -> int:
 
     ov = {k: v for k, v in (("batch", args.batch), ("g_lr", args.lr), ("d_lr", args.d_lr)) if v is not None}
     ov.update(dict(args.set or []))
-    _refuse_overwriting(args.out, args.data)
-    opts = MetaTrainOptions(data=args.data, out=args.out, preset=args.preset, steps=args.steps, shots=args.shots,
-                            seed=args.seed, resume=args.resume, exclude=_names(args.exclude), overrides=ov,
+    _refuse_overwriting(args.out, args.data, args.init_from)
+    if args.init_from and args.resume:
+        raise FacesynthError("--init-from starts a new run and --resume continues one: give one of them")
+    preset = args.preset or (None if args.init_from else "talking-64-cpu")
+    opts = MetaTrainOptions(data=args.data, out=args.out, preset=preset, steps=args.steps, shots=args.shots,
+                            seed=args.seed, resume=args.resume, init_from=args.init_from, exclude=_names(args.exclude), overrides=ov,
                             device=args.device, max_seconds=args.minutes * 60 if args.minutes else None,
                             threads=args.threads, quiet=args.quiet, inception=args.inception, lpips=args.lpips,
                             precision=args.precision, channels_last=args.channels_last, compile=args.compile)
@@ -560,8 +563,9 @@ def _add_animate(sub) -> None:
     s = anim.add_parser("train", help="meta-learn embedder, generator and discriminator over many videos (resumable)")
     s.add_argument("--data", type=_path, required=True, help="a folder made by `facesynth animate prepare`")
     s.add_argument("--out", type=_path, required=True, help="run folder (snapshots, sample grids, stats.jsonl)")
-    s.add_argument("--preset", type=_path, default="talking-64-cpu", help="talking-64-cpu, talking-128 or "
-                   "talking-256-paper; the warping family: talking-warp-128 or talking-warp-256")
+    s.add_argument("--preset", type=_path, default=None, help="talking-64-cpu (the default), talking-128 or "
+                   "talking-256-paper; the warping family: talking-warp-128 or talking-warp-256; with --init-from "
+                   "the default is the config of the model it starts from")
     s.add_argument("--shots", type=_positive_int, default=None, help="K frames per episode (default: the preset's)")
     s.add_argument("--steps", type=_positive_int, default=10_000)
     s.add_argument("--minutes", type=_positive_float, default=None, help="also stop after this much wall time")
@@ -572,6 +576,9 @@ def _add_animate(sub) -> None:
     _set_arg(s)
     s.add_argument("--resume", type=_path, default=None, help="'auto' (this run's latest snapshot) or a checkpoint "
                    "path")
+    s.add_argument("--init-from", type=_path, default=None, help="start a new run from this run's or model's "
+                   "weights (e.g. the bundled talking head); layers it lacks start fresh, and without --exclude "
+                   "the clips it kept aside stay aside")
     s.add_argument("--seed", type=_seed, default=0)
     _speed_args(s, "E, G and D (autocast)", "E, G and D")
     _animate_common(s, training=True)

@@ -142,6 +142,10 @@ class WarpHeadConfig(JsonConfig):
     flow_scale: float = 0.25  # the learned correction's largest shift, in grid units (1 = half the picture)
     tps_falloff: float = 1.6  # the TPS motion fades out beyond this many face radii (0: the whole picture moves)
     copy_bias: float = 2.0  # the output mask's starting logit: mostly the warped source
+    # A correction added to the output everywhere, starting at zero: the copy-or-paint mask saturates at
+    # "copy" (the painting branch then gets no gradient), yet the copied pixels still need darkening inside
+    # an opened mouth, relighting and sharpening after resampling.
+    residual: bool = False
     d_channels: list = field(default_factory=lambda: [32, 64, 128])
     # Meta-learning
     shots: int = 1  # K sources per training episode

@@ -29,6 +29,7 @@ from ..training.distributed import DataParallel
 from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
 from ..training.optim import adam
+from ..training.warmstart import load_matching
 from ..util.atomic import append_json_line, check_writable_dir, write_json_atomic
 from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
@@ -45,11 +46,12 @@ RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight
 class MetaTrainOptions:
     data: str
     out: str
-    preset: str = "talking-64-cpu"
+    preset: str | None = "talking-64-cpu"  # None with init_from: that model's config
     steps: int = 10_000
     shots: int | None = None  # K; the preset's when None
     seed: int = 0
     resume: str | None = None  # "auto" or a checkpoint
+    init_from: str | None = None  # a new run starts from this checkpoint's weights (new layers keep their init)
     exclude: list = field(default_factory=list)  # clips kept aside for validation
     overrides: dict = field(default_factory=dict)
     device: str = "auto"
@@ -89,10 +91,13 @@ class MetaTrainer:
             state = ckpt.read_json(resume.parent / "state.json", "training state")
             exclude = list(state.get("exclude", []))
         else:
-            cfg = get_preset(opts.preset)
+            cfg = get_preset(opts.preset) if opts.preset or not opts.init_from else self.read_checkpoint(
+                opts.init_from)[1]
             if opts.shots is not None:
                 cfg = cfg.replace(shots=opts.shots)
             exclude = list(opts.exclude)
+            if opts.init_from and not exclude:  # what the model never saw stays unseen
+                exclude = self.heldout_of(opts.init_from)
         self.cfg = cfg.replace(**opts.overrides).validate("talking-head config")
         self.local_batch = self.dp.local_batch(self.cfg.batch)
         self.main = self.dp.is_main
@@ -116,6 +121,8 @@ class MetaTrainer:
         self.guard = NonFiniteGuard()
         if resume is not None:
             self._load(resume, tensors, state)
+        elif opts.init_from:
+            self._start_from(opts.init_from)
         self.preview = EpisodeSampler(self.videos, self.cfg.shots, self.seed + 999).sample(min(8, 2 * len(self.videos)))
         self.dp.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
@@ -133,6 +140,11 @@ class MetaTrainer:
         self.opt_EG = adam(list(self.E.parameters()) + list(self.G.parameters()), lr=self.cfg.g_lr, betas=betas)
         self.opt_D = adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
         return {"opt_EG": (self.opt_EG, ("E", "G")), "opt_D": (self.opt_D, ("D",))}
+
+    def heldout_of(self, path) -> list[str]:
+        """The clips a run (or its snapshot) kept aside; [] when ``path`` is no run's."""
+        state = ckpt.resolve_checkpoint(path).parent / "state.json"
+        return list(ckpt.read_json(state, "training state").get("exclude", [])) if state.is_file() else []
 
     def _param_names(self, names) -> dict:
         return {k: v for n in names for k, v in _named(self.nets[n]).items()}
@@ -154,6 +166,19 @@ class MetaTrainer:
         self.elapsed = float(state.get("elapsed_s", 0.0))
         if self.dp.is_main:
             print(f"resumed from {model_file.parent} at step {self.step}", file=sys.stderr)
+
+    def _start_from(self, path) -> None:
+        """Copy the weights of another run or model of this family into the networks; layers it lacks (and
+        networks it does not hold, such as D in an exported model) keep their initial values."""
+        _, _, tensors, model_file = self.read_checkpoint(path)
+        new = []
+        for name, net in self.nets.items():
+            if any(k.startswith(name + ".") for k in tensors):
+                new += [f"{name}.{k}" for k in load_matching(net, tensors, name, str(model_file))]
+            else:
+                new.append(f"{name} (all)")
+        if self.main and not self.quiet:
+            print(f"started from {model_file}; new: {', '.join(new) if new else 'none'}", file=sys.stderr)
 
     def save(self) -> Path:
         training = {"rng.cpu": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
@@ -332,6 +357,8 @@ def trainer_class(opts: MetaTrainOptions) -> type[MetaTrainer]:
         resume = out if opts.resume == "auto" else opts.resume
         if opts.resume != "auto" or (out.is_dir() and snapshots.list_snapshots(out)):
             return WarpTrainer if checkpoint_kind(resume) in WARP_KINDS else MetaTrainer
+    if opts.preset is None and opts.init_from:
+        return WarpTrainer if checkpoint_kind(opts.init_from) in WARP_KINDS else MetaTrainer
     return WarpTrainer if opts.preset in WARP_PRESETS else MetaTrainer
 
 

@@ -26,28 +26,34 @@ from ..training.optim import adam
 from ..util.atomic import atomic_path, write_json_atomic
 from .episodes import landmark_image, to_unit
 from .reenact import Portrait, load_portraits
-from ..nets.tps import identity_grid, to_grid_units
+from ..nets.tps import identity_grid, to_grid_units, warp
 from .warp_model import MAX_SOURCES, WARP_PERSON_KIND, load_warp_generator, source_grids
 from .warp_train import reconstruction_losses, weighted
 
 JITTER = {"angle": 0.10, "scale": 0.06, "shift": 0.06}  # radians, fraction, grid units
 
 
-def jittered(images: torch.Tensor, landmarks: torch.Tensor, generator: torch.Generator
+def jittered(images: torch.Tensor, landmarks: torch.Tensor, generator: torch.Generator, cfg=None
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [B, 3, R, R] and their landmarks [B, 68, 2] (pixels) moved by one random similarity each."""
+    """Images [B, 3, R, R] and their landmarks [B, 68, 2] (pixels) moved by one random similarity each.
+
+    With a ``cfg`` whose motion fades out away from the face (``tps_falloff``), only the face moves, by the
+    same face-local spline the model's motion is built from: the background stays where the model will leave
+    it when the person is driven, instead of a global shift it cannot undo (and learns to fake)."""
     b, r = images.shape[0], images.shape[-1]
     u = torch.rand(b, 4, generator=generator) * 2 - 1
     angle, scale = u[:, 0] * JITTER["angle"], 1 + u[:, 1] * JITTER["scale"]
     shift = u[:, 2:] * JITTER["shift"]
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     fwd = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # [B, 2, 2], points out
-    inv = torch.linalg.inv(fwd)
-    # Output pixel p reads input at inv (p - shift): the landmarks move forward, fwd q + shift.
-    grid = (identity_grid(r).reshape(1, -1, 2) - shift[:, None]) @ inv.transpose(1, 2)
-    moved = F.grid_sample(images, grid.reshape(b, r, r, 2), padding_mode="border", align_corners=False)
     pts = to_grid_units(landmarks, r) @ fwd.transpose(1, 2) + shift[:, None]
-    return moved, (pts + 1) * (r / 2) - 0.5
+    moved_landmarks = (pts + 1) * (r / 2) - 0.5
+    if cfg is not None and cfg.tps_falloff:
+        return warp(images, source_grids(moved_landmarks, landmarks[:, None], cfg)[:, 0]), moved_landmarks
+    # Output pixel p reads input at inv (p - shift): the landmarks move forward, fwd q + shift.
+    grid = (identity_grid(r).reshape(1, -1, 2) - shift[:, None]) @ torch.linalg.inv(fwd).transpose(1, 2)
+    moved = F.grid_sample(images, grid.reshape(b, r, r, 2), padding_mode="border", align_corners=False)
+    return moved, moved_landmarks
 
 
 def finetune_warp(G, cfg, portraits: list[Portrait], steps: int | None = None, lr: float | None = None,
@@ -67,7 +73,7 @@ def finetune_warp(G, cfg, portraits: list[Portrait], steps: int | None = None, l
     for step in tqdm(range(steps), desc="fine-tune", unit="step", disable=quiet, file=sys.stderr):
         src_i = torch.randint(len(portraits), (batch,), generator=g)
         tgt_i = torch.randint(len(portraits), (batch,), generator=g)
-        src, src_lm = jittered(images[src_i].cpu(), landmarks[src_i].cpu(), g)
+        src, src_lm = jittered(images[src_i].cpu(), landmarks[src_i].cpu(), g, cfg)
         src, src_lm = src.to(device), src_lm.to(device)
         target, target_lm = images[tgt_i], landmarks[tgt_i]
         drawings = _drawings(src_lm, r, device)

@@ -19,7 +19,7 @@ from ..util.device import to_device
 from ..util.grid import save_grid
 from .losses import content_loss, feature_matching, hinge_d_loss
 from .train import MetaTrainer
-from .warp_model import WARP_RUN_KIND, build_warp_networks, read_warp_checkpoint, source_grids
+from .warp_model import WARP_RUN_KIND, build_warp_networks, heldout_of, read_warp_checkpoint, source_grids
 
 WARP_RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight", "pixel_weight",
                   "ssim_weight", "adv_weight", "fm_weight", "finetune_steps", "finetune_lr", "tps_falloff"}
@@ -81,6 +81,9 @@ class WarpTrainer(MetaTrainer):
 
     def read_checkpoint(self, path):
         return read_warp_checkpoint(path)
+
+    def heldout_of(self, path) -> list[str]:
+        return super().heldout_of(path) or heldout_of(path)  # a run's, or an exported model's metadata
 
     def build_networks(self) -> dict[str, torch.nn.Module]:
         return build_warp_networks(self.cfg)

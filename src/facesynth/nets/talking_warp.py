@@ -8,7 +8,8 @@
   field (grid_sample), multiplies them by the occlusion map, averages the K sources by their softmax
   confidences, and decodes through residual blocks with the warped features added back at each scale.
   The output blends the warped source pixels with the decoded picture by a learned mask: copied where
-  the warp is right, painted where something was hidden (the inside of a mouth, a turned cheek).
+  the warp is right, painted where something was hidden (the inside of a mouth, a turned cheek); with
+  ``residual`` a correction is added everywhere on top.
 * ``PatchDiscriminator``: a conditional patch discriminator on (frame, landmark image) that also returns
   its activations for feature matching.
 
@@ -99,6 +100,11 @@ class WarpGenerator(nn.Module):
             self.to_rgb.weight.mul_(0.1)
             self.to_rgb.bias.zero_()
             self.to_rgb.bias[3] = cfg.copy_bias  # starts by mostly copying the warped source
+        self.to_residual = None
+        if cfg.residual:  # starts at zero: a model started from one without it renders as that one did
+            self.to_residual = conv(c[0], 3)
+            nn.init.zeros_(self.to_residual.weight)
+            nn.init.zeros_(self.to_residual.bias)
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         feats = [self.stem(images)]
@@ -152,7 +158,10 @@ class WarpGenerator(nn.Module):
         out = self.to_rgb(act(x))
         copied = merge(src)  # the warped source pixels (occluded parts dimmed)
         mask = torch.sigmoid(out[:, 3:4])
-        return mask * copied + (1 - mask) * torch.tanh(out[:, :3])
+        frame = mask * copied + (1 - mask) * torch.tanh(out[:, :3])
+        if self.to_residual is not None:
+            frame = frame + self.to_residual(act(x))
+        return frame
 
 
 def _resize(t: torch.Tensor, size: int) -> torch.Tensor:
