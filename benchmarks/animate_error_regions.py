@@ -1,11 +1,11 @@
 """Where a talking head's error lies: mean absolute error (0-255) of self-reenactment, split by region.
 
 On each held-out clip, 1 source frame (the first) renders 16 targets from the clip's second half, as `animate
-eval` does; each target's own landmarks cut the picture into the inside of the lips (48-59), the eyes (36-47),
+eval` does; each target's own landmarks cut the picture into the mouth (the outer lip contour, 48-59), the eyes (36-47),
 the rest of the face (the hull of jaw and brows, 0-26) and everything outside it (hair, neck, shoulders,
 background).  Rows: the repeated source frame, the untrained face-local TPS warp, and each checkpoint given.
 
-    python benchmarks/animate_error_regions.py --data runs/clips128 --ckpt src/facesynth/models/talking-warp-128.safetensors [--ckpt runs/other]
+    python benchmarks/animate_error_regions.py --data runs/clips128 --ckpt MODEL [--ckpt ANOTHER_MODEL]
 """
 
 from __future__ import annotations

@@ -225,8 +225,9 @@ def cmd_animate_train(args) -> int:
         raise FacesynthError("--init-from starts a new run and --resume continues one: give one of them")
     preset = args.preset or (None if args.init_from else "talking-64-cpu")
     opts = MetaTrainOptions(data=args.data, out=args.out, preset=preset, steps=args.steps, shots=args.shots,
-                            seed=args.seed, resume=args.resume, init_from=args.init_from, exclude=_names(args.exclude), overrides=ov,
-                            device=args.device, max_seconds=args.minutes * 60 if args.minutes else None,
+                            seed=args.seed, resume=args.resume, init_from=args.init_from,
+                            exclude=_names(args.exclude), overrides=ov, device=args.device,
+                            max_seconds=args.minutes * 60 if args.minutes else None,
                             threads=args.threads, quiet=args.quiet, inception=args.inception, lpips=args.lpips,
                             precision=args.precision, channels_last=args.channels_last, compile=args.compile)
     last = meta_train(opts)
