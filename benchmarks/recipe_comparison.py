@@ -21,12 +21,14 @@ comparison continues where it stopped (finished checkpoints are kept in the JSON
 first each recipe's training throughput is timed, one after another on the idle machine (img/s, kept in the
 JSON), then each trains to minutes x 60 x its img/s images, however long that takes.  The comparison can then
 run at low priority beside other work, paused and resumed, and still give each recipe what the given minutes
-of the idle machine would have.
+of the idle machine would have.  Timed at ``--threads 1``, two comparisons of different recipes can share one
+``--out``, one per core; a last call naming all of them writes the joint table.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import subprocess
 import sys
@@ -39,6 +41,7 @@ from report import environment, write_results
 from facesynth.checkpoints import load_generator, resolve_checkpoint
 from facesynth.metrics.registry import compute_metrics
 from facesynth.models import DEFAULT_MODEL
+from facesynth.util.atomic import write_json_atomic
 from facesynth.util.grid import label_rows, make_grid, save_png
 
 HERE = Path(__file__).resolve().parent
@@ -82,6 +85,21 @@ def train_until(run: Path, recipe: list[str], data: str, minutes: float | None, 
     return run / json.loads((run / "latest.json").read_text())["snapshot"]
 
 
+def record(state_file: Path, key: str, value) -> dict:
+    """Store one finished entry and return the whole state.  Several comparisons may share ``state_file`` (e.g.
+    one per core with ``--budget speed``): each re-reads it under a lock and adds only its own entry."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(state_file.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        if isinstance(value, dict) and isinstance(state.get(key), dict):
+            state[key].update(value)
+        else:
+            state[key] = value
+        write_json_atomic(state_file, state)
+    return state
+
+
 def training_speed(recipe: list[str], data: str, threads: int | None, kimg: float = 0.96) -> float:
     """img/s of a recipe's training: three ticks of a throwaway run, the first (warm-up) left out."""
     import tempfile
@@ -118,7 +136,7 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="folder for the runs")
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}; '{START}' measures --start-from as it is")
     ap.add_argument("--minutes", default="60,180", help="cumulative wall-clock minutes to measure at")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for training and measuring")
     ap.add_argument("--budget", choices=("wall", "speed"), default="wall",
                     help="wall: train for the minutes of wall clock; speed: for the images the recipe's measured "
                          "idle-machine throughput makes in those minutes")
@@ -135,29 +153,28 @@ def main() -> int:
         ap.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     if args.time_only and args.budget != "speed":
         ap.error("--time-only times the recipes for --budget speed")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the measuring too, so comparisons side by side keep to their cores
     marks = sorted(float(m) for m in args.minutes.split(","))
     out, results_dir = Path(args.out), Path(args.results)
     state_file = out / "recipe_comparison.json"
     done = json.loads(state_file.read_text()) if state_file.is_file() else {}
     rows, grids = [], []
     if args.budget == "speed":
-        speeds = done.setdefault("speed_img_per_s", {})
         for name in names:  # all timed before any long training, one after another on the idle machine
-            if name != START and name not in speeds:
-                speeds[name] = training_speed(RECIPES[name], args.data, args.threads)
-                out.mkdir(parents=True, exist_ok=True)
-                state_file.write_text(json.dumps(done, indent=2) + "\n")
+            if name != START and name not in done.get("speed_img_per_s", {}):
+                speed = training_speed(RECIPES[name], args.data, args.threads)
+                done = record(state_file, "speed_img_per_s", {name: speed})
         if args.time_only:
-            print(json.dumps(speeds))
+            print(json.dumps(done["speed_img_per_s"]))
             return 0
     for name in names:
         if name == START:
             key = f"{START}@0min"
             if key not in done:
-                done[key] = {"recipe": START, "minutes": 0, "snapshot": args.start_from, "kimg": None,
-                             "metrics": measure(Path(args.start_from), args.heldout, args.metrics)}
-                out.mkdir(parents=True, exist_ok=True)
-                state_file.write_text(json.dumps(done, indent=2) + "\n")
+                done = record(state_file, key, {"recipe": START, "minutes": 0, "snapshot": args.start_from,
+                                                "kimg": None,
+                                                "metrics": measure(Path(args.start_from), args.heldout, args.metrics)})
             rows.append(done[key])
             grids.append((key, faces(Path(args.start_from), args.grid)))
             continue
@@ -174,12 +191,10 @@ def main() -> int:
                 else:
                     snapshot = train_until(run, recipe, args.data, mark - trained, args.threads)
                 metrics = measure(snapshot, args.heldout, args.metrics)
-                done[key] = {"recipe": name, "minutes": mark, "budget": args.budget, "snapshot": str(snapshot),
-                             "metrics": metrics,
-                             "kimg": json.loads((snapshot / "state.json").read_text()).get("kimg"),
-                             "wall_s": time.time() - t0}
-                out.mkdir(parents=True, exist_ok=True)
-                state_file.write_text(json.dumps(done, indent=2) + "\n")
+                done = record(state_file, key, {
+                    "recipe": name, "minutes": mark, "budget": args.budget, "snapshot": str(snapshot),
+                    "metrics": metrics, "kimg": json.loads((snapshot / "state.json").read_text()).get("kimg"),
+                    "wall_s": time.time() - t0})
             trained = mark
             rows.append(done[key])
             grids.append((key, faces(Path(done[key]["snapshot"]), args.grid)))
