@@ -12,7 +12,8 @@ For transfer learning on a small set, compare ``stylegan2-da`` (from scratch) wi
 e.g. on ``heldout_split.py --min-age 70``'s faces aged 70 and over.  They start from ``--start-from`` (default:
 the bundled model, whose file holds no D): ``finetune-da`` with a fresh D, ``finetune-da-warmup`` with D trained
 alone for its first kimg, ``freezed-da`` with the first two D blocks kept (FreezeD: start from a run's
-snapshot, which holds its D).  ``--name`` keeps such a table apart from the recipe comparison's.
+snapshot, which holds its D).  ``finetune-projected`` puts the trained generator against a fresh projected
+discriminator (D alone for the first kimg): a candidate for a better bundled model.  ``--name`` keeps such a table apart from the recipe comparison's.
 
 Training resumes exactly, so a recipe's 180-minute checkpoint is its 60-minute run continued; an interrupted
 comparison continues where it stopped (finished checkpoints are kept in the JSON and not measured again).
@@ -62,6 +63,8 @@ RECIPES = {
     "finetune-da-warmup": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}",
                                   "--set", "d_warmup_kimg=1"],
     "freezed-da": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}", "--freeze-d", "2"],
+    # The trained generator against a fresh projected D, which first learns alone for 1 kimg.
+    "finetune-projected": PROJECTED + ["--init-from", "{start}", "--set", "d_warmup_kimg=1"],
 }
 START = "start"  # not a recipe: --start-from itself, measured as it is
 METRICS = "fid5k,kid5k,swd,fd_dlib5k"
