@@ -13,7 +13,8 @@ e.g. on ``heldout_split.py --min-age 70``'s faces aged 70 and over.  They start 
 the bundled model, whose file holds no D): ``finetune-da`` with a fresh D, ``finetune-da-warmup`` with D trained
 alone for its first kimg, ``freezed-da`` with the first two D blocks kept (FreezeD: start from a run's
 snapshot, which holds its D).  ``finetune-projected`` puts the trained generator against a fresh projected
-discriminator (D alone for the first kimg): a candidate for a better bundled model.  ``--name`` keeps such a table apart from the recipe comparison's.
+discriminator (D alone for the first kimg): a candidate for a better bundled model.  ``--name`` keeps such a
+table apart from the recipe comparison's.
 
 Training resumes exactly, so a recipe's 180-minute checkpoint is its 60-minute run continued; an interrupted
 comparison continues where it stopped (finished checkpoints are kept in the JSON and not measured again).
