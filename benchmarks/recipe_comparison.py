@@ -42,6 +42,7 @@ from report import environment, write_results
 
 from facesynth.checkpoints import load_generator, resolve_checkpoint
 from facesynth.metrics.registry import compute_metrics
+from facesynth.training.snapshots import history_path
 from facesynth.models import DEFAULT_MODEL
 from facesynth.util.atomic import write_json_atomic
 from facesynth.util.grid import label_rows, make_grid, save_png
@@ -125,9 +126,18 @@ def measure(snapshot: Path, heldout: str, metrics: str) -> dict:
     return {k: v for r in results.values() for k, v in r["results"].items()}
 
 
+def kept_generator(snapshot: Path) -> Path:
+    """A measured snapshot's generator: the snapshot while the run keeps it, then its history entry (training
+    prunes all but the last few snapshots, the history keeps every one's G_ema)."""
+    images = snapshot.name.removeprefix("snapshot-")
+    if snapshot.exists() or not images.isdigit():
+        return snapshot
+    return history_path(snapshot.parent, int(images))
+
+
 def faces(snapshot: Path, n: int) -> torch.Tensor:
     """The same seeds for every recipe and checkpoint."""
-    G = load_generator(resolve_checkpoint(snapshot))
+    G = load_generator(resolve_checkpoint(kept_generator(snapshot)))
     with torch.no_grad():
         z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0))
         return G(z, truncation_psi=1.0, noise_mode="const")
