@@ -321,3 +321,18 @@ def test_every_command_that_computes_takes_threads(tiny_run, tmp_path, monkeypat
                  "--threads", "2"]) == 0
     assert calls == [2]
     assert "--threads" in _usage_error(["dataset", "a", "b.zip", "--resolution", "16", "--threads", "0"], capsys)
+
+
+def test_export_records_the_framing_a_run_left_out(tiny_run, tmp_path, capsys):
+    """A run trained without --framing says "ffhq"; export can record how its faces were really cropped, which
+    align and project then follow, and the weights stay the same."""
+    plain, framed = tmp_path / "plain.safetensors", tmp_path / "framed.safetensors"
+    assert main(["export", "--ckpt", str(tiny_run), "--out", str(plain)]) == 0
+    assert main(["export", "--ckpt", str(tiny_run), "--out", str(framed), "--framing", "utkface"]) == 0
+    assert ckpt.load_generator(plain).cfg.framing == "ffhq"
+    assert ckpt.load_generator(framed).cfg.framing == "utkface"
+    a, b = ckpt.read_model(plain)[1], ckpt.read_model(framed)[1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--ckpt", str(tiny_run), "--out", str(framed), "--framing", "celeba"])
+    assert info.value.code == 2 and "invalid choice" in _err(capsys)

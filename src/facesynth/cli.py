@@ -403,7 +403,7 @@ def cmd_export(args) -> int:
     from .checkpoints import export_generator
 
     _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
-    out = export_generator(_ckpt(args), args.out, half=args.fp16)
+    out = export_generator(_ckpt(args), args.out, half=args.fp16, framing=args.framing)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
     return 0
 
@@ -814,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", type=_path, required=True, help="run folder, snapshot folder or model.safetensors")
     s.add_argument("--out", type=_path, required=True, help="the .safetensors to write")
     s.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    _framing_arg(s, "record how the training faces were cropped (default: as the run recorded it)", None)
     _threads_arg(s)
     s.set_defaults(func=cmd_export)
 

@@ -3,6 +3,7 @@ generator alone."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -62,8 +63,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
     return g.eval().requires_grad_(False).to(device)
 
 
-def export_generator(path: str | Path, out: str | Path, half: bool = False) -> Path:
-    """Write a checkpoint's G_ema alone (optionally as float16) as a small model file for inference.
+def export_generator(path: str | Path, out: str | Path, half: bool = False, framing: str | None = None) -> Path:
+    """Write a checkpoint's G_ema alone (optionally as float16) as a small model file for inference;
+    ``framing`` records how its training faces were cropped when the run did not say (align and project read it).
 
     Export copies tensors without loading them into a network, the step where every other reader compares
     them with the config; so it makes read_model's header comparison (check_tensor_shapes) for every file,
@@ -77,6 +79,8 @@ def export_generator(path: str | Path, out: str | Path, half: bool = False) -> P
         g = lambda: build_generator(cfg)  # noqa: E731
         check_tensor_shapes(path, shapes, {"G": g, "G_ema": g, "D": lambda: build_discriminator(cfg)})
     cfg, tensors, growth = read_model(path)
+    if framing is not None:
+        cfg = dataclasses.replace(cfg, framing=framing).validate(str(path))
     which = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
     g = {f"G_ema.{k[len(which) + 1:]}": v for k, v in tensors.items() if k.startswith(which + ".")}
     if half:
