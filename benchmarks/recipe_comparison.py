@@ -135,12 +135,12 @@ def kept_generator(snapshot: Path) -> Path:
     return history_path(snapshot.parent, int(images))
 
 
-def faces(snapshot: Path, n: int) -> torch.Tensor:
+def faces(snapshot: Path, n: int, psi: float = 1.0) -> torch.Tensor:
     """The same seeds for every recipe and checkpoint."""
     G = load_generator(resolve_checkpoint(kept_generator(snapshot)))
     with torch.no_grad():
         z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0))
-        return G(z, truncation_psi=1.0, noise_mode="const")
+        return G(z, truncation_psi=psi, noise_mode="const")
 
 
 def main() -> int:
@@ -157,6 +157,7 @@ def main() -> int:
     ap.add_argument("--time-only", action="store_true", help="with --budget speed: time the recipes, then stop")
     ap.add_argument("--metrics", default=METRICS)
     ap.add_argument("--grid", type=int, default=8, help="faces per recipe and checkpoint in the figure")
+    ap.add_argument("--psi", type=float, default=1.0, help="truncation of the figure's faces (metrics: always 1)")
     ap.add_argument("--results", default=str(HERE / "results"))
     ap.add_argument("--name", default="recipe_comparison", help="file name of the table, JSON and figure")
     ap.add_argument("--start-from", default=str(DEFAULT_MODEL), help="the model the finetune-* recipes start from")
@@ -190,7 +191,7 @@ def main() -> int:
                                                 "kimg": None,
                                                 "metrics": measure(Path(args.start_from), args.heldout, args.metrics)})
             rows.append(done[key])
-            grids.append((key, faces(Path(args.start_from), args.grid)))
+            grids.append((key, faces(Path(args.start_from), args.grid, args.psi)))
             continue
         trained = 0.0
         for mark in marks:
@@ -211,7 +212,7 @@ def main() -> int:
                     "wall_s": time.time() - t0})
             trained = mark
             rows.append(done[key])
-            grids.append((key, faces(Path(done[key]["snapshot"]), args.grid)))
+            grids.append((key, faces(Path(done[key]["snapshot"]), args.grid, args.psi)))
     shown = [m.strip() for m in args.metrics.split(",") if m.strip()]
     keys = [f"{m}_avg" if m.startswith("swd") else m for m in shown]  # SWD: the mean over scales, ×10³ already
     lines = ["| recipe | minutes | kimg | " + " | ".join(shown) + " |", "|---" * (3 + len(shown)) + "|"]
