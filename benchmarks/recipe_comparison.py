@@ -42,8 +42,8 @@ from report import environment, write_results
 
 from facesynth.checkpoints import load_generator, resolve_checkpoint
 from facesynth.metrics.registry import compute_metrics
-from facesynth.training.snapshots import history_path
 from facesynth.models import DEFAULT_MODEL
+from facesynth.training.snapshots import history_path
 from facesynth.util.atomic import write_json_atomic
 from facesynth.util.grid import label_rows, make_grid, save_png
 
