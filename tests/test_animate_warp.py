@@ -109,7 +109,7 @@ def warp_run(prepared, tmp_path_factory):
 
 def test_evaluate_finetune_and_export(prepared, warp_run, tmp_path):
     from facesynth.animate.episodes import load_videos
-    from facesynth.animate.evaluate import evaluate, format_table
+    from facesynth.animate.evaluate import evaluate, format_per_clip, format_table
     from facesynth.animate.reenact import Portrait, load_talker
     from facesynth.animate.warp_finetune import finetune_warp, save_warp_person
     from facesynth.animate.warp_model import export_warp_model, heldout_of, load_warp_generator
@@ -120,6 +120,9 @@ def test_evaluate_finetune_and_export(prepared, warp_run, tmp_path):
     rows = report["results"]
     assert rows["baseline"]["frame_change"] == 0 and rows["1-shot"]["frame_change"] > 0
     assert "frame change" in format_table(report)
+    one = report["per_clip"]["clip1"]  # one clip: its rows are all the rows
+    assert all(one[n][k] == rows[n][k] for n in rows for k in ("frames", "ssim", "identity"))
+    assert "| clip1 | " in format_per_clip(report)
 
     out = export_warp_model(warp_run, tmp_path / "warp.safetensors")
     tensors = load_file(str(out))

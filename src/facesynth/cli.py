@@ -264,7 +264,7 @@ def cmd_animate_run(args) -> int:
 
 
 def cmd_animate_eval(args) -> int:
-    from .animate.evaluate import evaluate, format_table
+    from .animate.evaluate import evaluate, format_per_clip, format_table
     from .util.atomic import write_json_atomic
     from .util.device import pick_device
 
@@ -273,6 +273,8 @@ def cmd_animate_eval(args) -> int:
     report = evaluate(args.ckpt, args.data, clips=_names(args.clips) or None, shots=shots, targets=args.targets,
                       finetune_steps=args.finetune_steps, device=pick_device(args.device), quiet=args.quiet)
     print(format_table(report))
+    if args.per_clip:
+        print(format_per_clip(report))
     if args.out:
         write_json_atomic(args.out, report)
     return 0
@@ -623,6 +625,7 @@ def _add_animate(sub) -> None:
     s.add_argument("--finetune-steps", type=_count, default=0, help="fine-tune on the K frames first (0: "
                    "feed-forward)")
     s.add_argument("--out", type=_path, default=None, help="also write the report as JSON here")
+    s.add_argument("--per-clip", action="store_true", help="also print SSIM and identity per clip and method")
     _animate_common(s)
     s.set_defaults(func=cmd_animate_eval)
 

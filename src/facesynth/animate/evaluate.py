@@ -76,6 +76,10 @@ class FrameScorer:
         return rows
 
 
+def _tagged(rows: list[dict], clip: str) -> list[dict]:
+    return [dict(r, clip=clip) for r in rows]
+
+
 def _summary(rows: list[dict]) -> dict:
     def mean(key):
         vals = [r[key] for r in rows if r[key] == r[key]]
@@ -183,18 +187,20 @@ def evaluate(ckpt: str, data: str, clips: list[str] | None = None, shots=(1, 8),
                                                 TPS_FACE_FALLOFF)
                 base = np.repeat(v.frames[src[:1]].permute(0, 2, 3, 1).numpy(), len(tgt), axis=0)
                 generated_all.setdefault("baseline", []).append(base)
-                results.setdefault("baseline", []).extend(scorer.score(base, truth, lms))
+                results.setdefault("baseline", []).extend(_tagged(scorer.score(base, truth, lms), v.name))
                 changes.setdefault("baseline", []).append(0.0)
             for name, talker in talkers.items():
                 gen = np.stack(list(talker.render(lms)))
                 generated_all.setdefault(name, []).append(gen)
-                results.setdefault(name, []).extend(scorer.score(gen, truth, lms))
+                results.setdefault(name, []).extend(_tagged(scorer.score(gen, truth, lms), v.name))
                 if k == shots[0]:  # steadiness over consecutive frames, against the real video's
                     run = np.arange(half, min(n, half + run_frames))
                     real = frame_change(v.frames[run].permute(0, 2, 3, 1).numpy())
                     changes.setdefault(name, []).append(
                         frame_change(np.stack(list(talker.render(v.landmarks[run])))) / max(real, 1e-6))
     table = {name: _summary(rows) for name, rows in results.items()}
+    per_clip = {v.name: {name: _summary([r for r in rows if r["clip"] == v.name]) for name, rows in results.items()}
+                for v in videos}
     for name, ratios in changes.items():
         table[name]["frame_change"] = float(np.mean(ratios))
     total = sum(len(t) for t in truth_all)
@@ -208,7 +214,7 @@ def evaluate(ckpt: str, data: str, clips: list[str] | None = None, shots=(1, 8),
             fake = ext(torch.from_numpy(np.concatenate(gens)).permute(0, 3, 1, 2).contiguous())
             table[name]["fid"] = float(fid_from_features(real, fake))
     return {"checkpoint": str(model_file), "clips": [v.name for v in videos], "targets_per_clip": targets,
-            "finetune_steps": finetune_steps, "resolution": cfg.resolution, "results": table,
+            "finetune_steps": finetune_steps, "resolution": cfg.resolution, "results": table, "per_clip": per_clip,
             "seconds": time.time() - t0, "config": cfg.name}
 
 
@@ -223,5 +229,15 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate", "format_table", "FrameScorer", "normalised_landmark_error", "frame_change", "load_family",
+def format_per_clip(report: dict) -> str:
+    """SSIM and identity of every method on every clip: where a method wins or loses, not only on average."""
+    names = list(report["results"])
+    lines = ["| clip | " + " | ".join(f"{n} SSIM / identity" for n in names) + " |", "|---" * (1 + len(names)) + "|"]
+    for clip, rows in report["per_clip"].items():
+        lines.append(f"| {clip} | " + " | ".join(f"{rows[n]['ssim']:.3f} / {rows[n]['identity']:.4f}"
+                                                for n in names) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["evaluate", "format_table", "format_per_clip", "FrameScorer", "normalised_landmark_error", "frame_change", "load_family",
            "SeedFamily", "WarpFamily"]
