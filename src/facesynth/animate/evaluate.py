@@ -239,5 +239,5 @@ def format_per_clip(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate", "format_table", "format_per_clip", "FrameScorer", "normalised_landmark_error", "frame_change", "load_family",
-           "SeedFamily", "WarpFamily"]
+__all__ = ["evaluate", "format_table", "format_per_clip", "FrameScorer", "normalised_landmark_error", "frame_change",
+           "load_family", "SeedFamily", "WarpFamily"]
