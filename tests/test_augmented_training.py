@@ -96,3 +96,23 @@ def test_d_warmup_trains_d_alone_first_then_g(face_dataset, tmp_path):
     train(_opts(face_dataset, tmp_path / "warm", kimg=0.064, resume="auto"))
     _, after = ckpt.read_model_file(tmp_path / "warm")
     assert any(not torch.equal(after[k], v) for k, v in start.items() if not k.endswith("w_avg"))
+
+
+def _moved(start: dict, end: dict, prefix: str) -> float:
+    return float(sum((end[k] - start[k]).abs().sum() for k in end if k.startswith(prefix + ".")
+                     and end[k].is_floating_point() and not k.endswith("w_avg")))
+
+
+def test_init_from_keeps_g_ema_a_slow_average(face_dataset, tmp_path):
+    """A run started from a trained model drops the EMA ramp-up (meant for a run from scratch): after one step
+    G_ema has moved a tenth of G's way (tiny's 50-image half-life, batch 8), not all of it; --set keeps the ramp."""
+    train(_opts(face_dataset, tmp_path / "base", kimg=0.032))
+    _, start = ckpt.read_model_file(tmp_path / "base")
+    ratios = {}
+    for name, extra in (("ft", {}), ("ramp", {"ema_rampup": 0.05})):
+        train(_opts(face_dataset, tmp_path / name, init_from=str(tmp_path / "base"), kimg=0.008,
+                    overrides={"snapshot_kimg": 0.008, **extra}))
+        cfg, end = ckpt.read_model_file(tmp_path / name)
+        assert cfg.ema_rampup == extra.get("ema_rampup")
+        ratios[name] = _moved(start, end, "G_ema") / _moved(start, end, "G")
+    assert 0 < ratios["ft"] < 0.2 and ratios["ramp"] > 0.9, ratios

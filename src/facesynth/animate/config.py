@@ -160,6 +160,8 @@ class WarpHeadConfig(JsonConfig):
     ssim_weight: float = 5.0  # 1 - SSIM: structure, the quality measured
     adv_weight: float = 0.1
     fm_weight: float = 1.0
+    # 1 - cosine of dlib's face descriptors of the output and the true frame (animate/identity_loss.py)
+    identity_weight: float = 0.0
     snapshot_steps: int = 250
     # Few-shot fine-tuning
     finetune_steps: int = 100
@@ -184,7 +186,7 @@ class WarpHeadConfig(JsonConfig):
                 raise bad(f"{name} must be an integer from 1 to {top}, got {v!r}")
         if not 0 < self.flow_scale <= 2 or not -20 <= self.copy_bias <= 20 or not 0 <= self.tps_falloff <= 100:
             raise bad("flow_scale must lie in (0, 2], copy_bias in [-20, 20] and tps_falloff in [0, 100]")
-        for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight"):
+        for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight", "identity_weight"):
             if not 0 <= getattr(self, name) <= 1e9:
                 raise bad(f"{name} must be from 0 to 1e9")
         return self

@@ -1,8 +1,9 @@
 """Meta-learning the warping talking head: episodes of K source frames and a target frame of one clip.
 
 Per step: TPS grids from the target's landmarks to each source's; x^ = G(sources, their landmark images,
-the target's landmark image, grids); pixel L1 + (1 - SSIM) + content (optional) + adversarial (a patch
-discriminator on frame and landmark image, hinge) + feature matching, into G; then the hinge loss into D.
+the target's landmark image, grids); pixel L1 + (1 - SSIM) + content and identity (optional) + adversarial
+(a patch discriminator on frame and landmark image, hinge) + feature matching, into G; then the hinge loss
+into D.
 The loop, snapshots, exact resume and logs are MetaTrainer's.
 """
 
@@ -13,16 +14,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..metrics.dlib_resnet import load_dlib_face_resnet
 from ..metrics.similarity import ssim
 from ..training.optim import adam
 from ..util.device import to_device
 from ..util.grid import save_grid
+from .identity_loss import identity_loss
 from .losses import content_loss, feature_matching, hinge_d_loss
 from .train import MetaTrainer
 from .warp_model import WARP_RUN_KIND, build_warp_networks, heldout_of, read_warp_checkpoint, source_grids
 
 WARP_RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight", "pixel_weight",
-                  "ssim_weight", "adv_weight", "fm_weight", "finetune_steps", "finetune_lr", "tps_falloff"}
+                  "ssim_weight", "adv_weight", "fm_weight", "identity_weight", "finetune_steps", "finetune_lr",
+                  "tps_falloff"}
 
 
 def warp_forward(G, ep: dict[str, torch.Tensor], cfg) -> torch.Tensor:
@@ -31,16 +35,20 @@ def warp_forward(G, ep: dict[str, torch.Tensor], cfg) -> torch.Tensor:
     return G(ep["frames"], ep["drawings"], ep["target_drawing"], grids)
 
 
-def reconstruction_losses(cfg, fake: torch.Tensor, target: torch.Tensor, content=None) -> dict[str, torch.Tensor]:
+def reconstruction_losses(cfg, fake: torch.Tensor, target: torch.Tensor, content=None, identity=None,
+                          target_landmarks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``identity``: dlib's face ResNet (on [-1, 1] chips), with the target's landmarks to cut the chips."""
     losses = {"pixel": F.l1_loss(fake, target), "ssim": 1 - ssim(fake, target).mean()}
     if content is not None:
         losses["content"] = content_loss(content, fake, target)
+    if identity is not None:
+        losses["identity"] = identity_loss(identity, fake, target, target_landmarks)
     return losses
 
 
 def weighted(cfg, losses: dict[str, torch.Tensor]) -> torch.Tensor:
     weights = {"adv": cfg.adv_weight, "fm": cfg.fm_weight, "pixel": cfg.pixel_weight, "ssim": cfg.ssim_weight,
-               "content": cfg.content_weight}
+               "content": cfg.content_weight, "identity": cfg.identity_weight}
     return sum(weights[k] * v for k, v in losses.items())
 
 
@@ -62,9 +70,10 @@ def adversarial_step(cfg, D, opt_D, fake: torch.Tensor, target: torch.Tensor, dr
             "scores/fake": fake_score.detach().mean()}
 
 
-def generator_losses(cfg, D, fake, target, drawing, content=None) -> dict[str, torch.Tensor]:
+def generator_losses(cfg, D, fake, target, drawing, content=None, identity=None,
+                     target_landmarks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Reconstruction, adversarial and feature-matching terms of G (D frozen)."""
-    losses = reconstruction_losses(cfg, fake, target, content)
+    losses = reconstruction_losses(cfg, fake, target, content, identity, target_landmarks)
     if cfg.adv_weight or cfg.fm_weight:
         D.requires_grad_(False)
         fake_score, fake_feats = D(fake, drawing)
@@ -95,6 +104,14 @@ class WarpTrainer(MetaTrainer):
         self.opt_D = adam(self.D.parameters(), lr=self.cfg.d_lr, betas=betas)
         return {"opt_G": (self.opt_G, ("G",)), "opt_D": (self.opt_D, ("D",))}
 
+    def identity_net(self) -> torch.nn.Module | None:
+        """dlib's face ResNet for the identity term, loaded on first use (None when the term is off)."""
+        if not self.cfg.identity_weight:
+            return None
+        if getattr(self, "_identity", None) is None:
+            self._identity = load_dlib_face_resnet(input_range=(-1, 1)).to(self.device).eval()
+        return self._identity
+
     def train_step(self, ep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         ep = {k: to_device(v, self.device) for k, v in ep.items()}
@@ -104,7 +121,7 @@ class WarpTrainer(MetaTrainer):
         with self.autocast():
             fake = warp_forward(self.compiled["G"], ep, cfg)
             losses = generator_losses(cfg, self.compiled["D"], fake, ep["target"], ep["target_drawing"],
-                                      self.content)
+                                      self.content, self.identity_net(), ep["target_landmarks"])
         loss_G = weighted(cfg, losses)
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()

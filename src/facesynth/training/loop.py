@@ -164,7 +164,12 @@ class Trainer:
                 raise FacesynthError(f"cannot change {sorted(bad)} when resuming: they define the networks")
             self.cfg = self.cfg.replace(**opts.overrides).validate("resumed config")
         else:
-            self.cfg = initial_config(opts).replace(**opts.overrides).validate("training config")
+            cfg = initial_config(opts)
+            if opts.init_from:
+                # A trained G's average must not ramp up as if from scratch: with images_seen at 0 the ramp makes
+                # G_ema follow G step by step while a fresh D disturbs it (StyleGAN2-ADA drops it on --resume too).
+                cfg = cfg.replace(ema_rampup=None)
+            self.cfg = cfg.replace(**opts.overrides).validate("training config")
         cfg = self.cfg
         if cfg.image_channels != 3:
             raise FacesynthError("only RGB training is supported (image_channels=3)")
