@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_animate_warp import TINY, prepared  # noqa: F401  (the fixture)
+from test_animate_warp import TINY, prepared  # noqa: F401  (fixtures)
+from test_dlib_resnet import model_path  # noqa: F401
 
 from facesynth.animate.identity_loss import chip_grids, face_chips, identity_loss
 from facesynth.animate.train import MetaTrainOptions, meta_train
@@ -19,14 +20,11 @@ dlib = pytest.importorskip("dlib", reason="the identity term needs dlib (pip ins
 UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "utkface-200.zip"
 
 
-def _network():
-    from facesynth.errors import FacesynthError
+@pytest.fixture(scope="module")
+def net(model_path):  # noqa: F811
     from facesynth.metrics.dlib_resnet import load_dlib_face_resnet
 
-    try:
-        return load_dlib_face_resnet(input_range=(-1, 1))
-    except FacesynthError as e:
-        pytest.skip(f"dlib's face descriptor model is not installed: {e}")
+    return load_dlib_face_resnet(model_path, input_range=(-1, 1))
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +52,10 @@ def faces_128():
     return out
 
 
-def test_chips_describe_faces_as_dlibs_own_chips_do(faces_128):
+def test_chips_describe_faces_as_dlibs_own_chips_do(faces_128, net, model_path):  # noqa: F811
     """The grid_sample chip of a 128² frame gives (almost) the descriptor dlib computes on its own chip of the
     256² enlargement: measured cosine 0.985-0.999 on UTKFace faces, where different people score ~0.83."""
-    from facesynth.metrics.identity import descriptor_model_path
-
-    net = _network()
-    reference = dlib.face_recognition_model_v1(str(descriptor_model_path()))
+    reference = dlib.face_recognition_model_v1(str(model_path))
     for img, big, face in faces_128:
         shape = dlib.full_object_detection(dlib.rectangle(*face.box),
                                            [dlib.point(int(x), int(y)) for x, y in face.landmarks])
@@ -71,8 +66,7 @@ def test_chips_describe_faces_as_dlibs_own_chips_do(faces_128):
         assert want @ got / (np.linalg.norm(want) * np.linalg.norm(got)) > 0.98
 
 
-def test_identity_loss_is_zero_for_the_true_frame_and_reaches_the_generator(faces_128):
-    net = _network()
+def test_identity_loss_is_zero_for_the_true_frame_and_reaches_the_generator(faces_128, net):
     frames = torch.stack([torch.from_numpy(f[0].copy()).permute(2, 0, 1).float() / 127.5 - 1 for f in faces_128])
     landmarks = torch.tensor(np.stack([(np.asarray(f[2].landmarks, np.float64) + 0.5) / 2 - 0.5 for f in faces_128]),
                              dtype=torch.float32)
@@ -84,8 +78,7 @@ def test_identity_loss_is_zero_for_the_true_frame_and_reaches_the_generator(face
     assert other.grad is not None and float(other.grad.abs().sum()) > 0
 
 
-def test_warp_training_with_the_identity_term_logs_it(prepared, tmp_path):  # noqa: F811
-    _network()
+def test_warp_training_with_the_identity_term_logs_it(prepared, model_path, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     meta_train(MetaTrainOptions(data=str(prepared), out=str(run), preset="talking-warp-128", steps=2, quiet=True,
                                 tick_steps=1, overrides={**TINY, "identity_weight": 1.0}, exclude=["clip2"]))
