@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import FacesynthError
+
 CHIP = 150
 PADDING = 0.25  # dlib's default, as the scorer's chips
 # dlib's points are integers: landmarks go through it at this many times the frame's scale.
@@ -22,8 +24,11 @@ SUBPIXEL = 16
 def chip_grids(landmarks: torch.Tensor, resolution: int, size: int = CHIP, padding: float = PADDING) -> torch.Tensor:
     """[N, 68, 2] pixel coordinates (x, y) in a resolution² frame -> [N, size, size, 2] sampling grids
     (``grid_sample``'s [-1, 1] units, align_corners=False) of dlib's face chip of each frame."""
-    import dlib
-
+    try:
+        import dlib
+    except ImportError:
+        raise FacesynthError("the identity term (identity_weight) places face chips with dlib: "
+                             "pip install 'facesynth[align]'") from None
     grids = []
     steps = (np.arange(size) + 0.5) / size - 0.5  # chip pixel centres, as fractions of its side
     for lm in landmarks.detach().cpu().numpy().astype(np.float64):
