@@ -84,3 +84,16 @@ def test_warp_training_with_the_identity_term_logs_it(prepared, model_path, tmp_
                                 tick_steps=1, overrides={**TINY, "identity_weight": 1.0}, exclude=["clip2"]))
     lines = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert all(np.isfinite(x["loss/identity"]) and x["loss/identity"] >= 0 for x in lines)
+
+    # Few-shot fine-tuning of a model trained with the term keeps it.
+    from facesynth.animate.episodes import load_videos
+    from facesynth.animate.reenact import Portrait
+    from facesynth.animate.warp_finetune import finetune_warp
+    from facesynth.animate.warp_model import load_warp_generator
+
+    _, cfg, G, _, _ = load_warp_generator(run)
+    v = load_videos(prepared, cfg.resolution, include=["clip2"], quiet=True)[0]
+    portraits = [Portrait("f0", v.frames[0].permute(1, 2, 0).numpy(), v.drawings[0].permute(1, 2, 0).numpy(),
+                          v.landmarks[0])]
+    _, info = finetune_warp(G, cfg, portraits, steps=1, quiet=True)
+    assert np.isfinite(info["log"][-1]["identity"]) and info["log"][-1]["identity"] >= 0

@@ -52,6 +52,15 @@ def face_chips(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
                          align_corners=False)
 
 
+def identity_network(cfg, device="cpu") -> torch.nn.Module | None:
+    """dlib's face ResNet on [-1, 1] chips where ``cfg`` weighs the identity term; None where it is off."""
+    if not getattr(cfg, "identity_weight", 0):
+        return None
+    from ..metrics.dlib_resnet import load_dlib_face_resnet
+
+    return load_dlib_face_resnet(input_range=(-1, 1)).to(device).eval()
+
+
 def identity_loss(net: torch.nn.Module, fake: torch.Tensor, target: torch.Tensor,
                   target_landmarks: torch.Tensor) -> torch.Tensor:
     """Mean 1 - cos(descriptor(fake chip), descriptor(true chip)); ``net`` maps [-1, 1] chips to descriptors."""
@@ -62,4 +71,4 @@ def identity_loss(net: torch.nn.Module, fake: torch.Tensor, target: torch.Tensor
     return (1 - F.cosine_similarity(got, want, dim=1)).mean()
 
 
-__all__ = ["chip_grids", "face_chips", "identity_loss"]
+__all__ = ["chip_grids", "face_chips", "identity_network", "identity_loss"]

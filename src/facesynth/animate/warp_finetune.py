@@ -3,7 +3,7 @@
 The generator is adapted to reproduce the person: each step takes one photo as source and one (the same
 or another) as target, and moves the source by a small random similarity transform (image and landmarks
 together), so the network has to carry the face back to the target's landmarks, as it will when driven.
-Pixel L1 + (1 - SSIM), as in meta-learning.  The result, a person checkpoint, holds the adapted G and the
+Pixel L1 + (1 - SSIM) and, where the model was trained with it, the identity term, as in meta-learning.  The result, a person checkpoint, holds the adapted G and the
 photos (this generator reads its sources at every frame).
 """
 
@@ -28,6 +28,7 @@ from .episodes import landmark_image, to_unit
 from .reenact import Portrait, load_portraits
 from ..nets.tps import identity_grid, to_grid_units, warp
 from .warp_model import MAX_SOURCES, WARP_PERSON_KIND, load_warp_generator, source_grids
+from .identity_loss import identity_network
 from .warp_train import reconstruction_losses, weighted
 
 JITTER = {"angle": 0.10, "scale": 0.06, "shift": 0.06}  # radians, fraction, grid units
@@ -69,6 +70,7 @@ def finetune_warp(G, cfg, portraits: list[Portrait], steps: int | None = None, l
     landmarks = torch.as_tensor(np.stack([p.landmarks for p in portraits]), dtype=torch.float32, device=device)
     g = torch.Generator().manual_seed(seed)
     opt = adam(G.parameters(), lr=lr, betas=tuple(cfg.betas))
+    identity = identity_network(cfg, device)
     t0, last = time.time(), {}
     for step in tqdm(range(steps), desc="fine-tune", unit="step", disable=quiet, file=sys.stderr):
         src_i = torch.randint(len(portraits), (batch,), generator=g)
@@ -80,12 +82,13 @@ def finetune_warp(G, cfg, portraits: list[Portrait], steps: int | None = None, l
         target_drawing = _drawings(target_lm, r, device)
         grids = source_grids(target_lm, src_lm[:, None], cfg)
         fake = G(src[:, None], drawings[:, None], target_drawing, grids)
-        losses = reconstruction_losses(cfg, fake, target)
+        losses = reconstruction_losses(cfg, fake, target, identity=identity, target_landmarks=target_lm)
         loss = weighted(cfg, losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last = {"step": step + 1, "loss": float(loss.detach()), "l1": float(losses["pixel"].detach())}
+        last = {"step": step + 1, "loss": float(loss.detach()), "l1": float(losses["pixel"].detach()),
+                **({"identity": float(losses["identity"].detach())} if "identity" in losses else {})}
     return G.eval(), {"steps": steps, "lr": lr, "images": [p.name for p in portraits],
                       "seconds": time.time() - t0, "log": [last] if last else []}
 

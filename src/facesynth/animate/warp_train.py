@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..metrics.dlib_resnet import load_dlib_face_resnet
 from ..metrics.similarity import ssim
 from ..training.optim import adam
 from ..util.device import to_device
 from ..util.grid import save_grid
-from .identity_loss import identity_loss
+from .identity_loss import identity_loss, identity_network
 from .losses import content_loss, feature_matching, hinge_d_loss
 from .train import MetaTrainer
 from .warp_model import WARP_RUN_KIND, build_warp_networks, heldout_of, read_warp_checkpoint, source_grids
@@ -106,10 +105,8 @@ class WarpTrainer(MetaTrainer):
 
     def identity_net(self) -> torch.nn.Module | None:
         """dlib's face ResNet for the identity term, loaded on first use (None when the term is off)."""
-        if not self.cfg.identity_weight:
-            return None
-        if getattr(self, "_identity", None) is None:
-            self._identity = load_dlib_face_resnet(input_range=(-1, 1)).to(self.device).eval()
+        if not hasattr(self, "_identity"):
+            self._identity = identity_network(self.cfg, self.device)
         return self._identity
 
     def train_step(self, ep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
