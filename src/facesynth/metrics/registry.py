@@ -138,8 +138,8 @@ class MetricContext:
 
     @property
     def descriptor(self):
-        """dlib's face-descriptor network (CPU, whatever ``device`` is): the features of fd_dlib."""
-        return descriptor_extractor()
+        """dlib's face-descriptor network: the features of fd_dlib."""
+        return descriptor_extractor(device=self.device)
 
     def dataset(self):
         if self.data is None:
@@ -397,7 +397,7 @@ def check_metric_networks(names: str | list[str], device: str | torch.device | N
     if any(s.needs_inception for s in specs):
         feature_extractor(device, inception)
     if any(s.needs_descriptor for s in specs):
-        descriptor_extractor()
+        descriptor_extractor(device=device)
 
 
 def _per_data(ctx: MetricContext, specs: list[MetricSpec], datas: list) -> Iterator[tuple]:
