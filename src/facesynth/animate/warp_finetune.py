@@ -3,8 +3,9 @@
 The generator is adapted to reproduce the person: each step takes one photo as source and one (the same
 or another) as target, and moves the source by a small random similarity transform (image and landmarks
 together), so the network has to carry the face back to the target's landmarks, as it will when driven.
-Pixel L1 + (1 - SSIM) and, where the model was trained with it, the identity term, as in meta-learning.  The result, a person checkpoint, holds the adapted G and the
-photos (this generator reads its sources at every frame).
+Pixel L1 + (1 - SSIM) and, where the model was trained with it, the identity term, as in meta-learning.
+The result, a person checkpoint, holds the adapted G and the photos (this generator reads its sources at
+every frame).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from ..errors import FacesynthError
 from ..training.optim import adam
 from ..util.atomic import atomic_path, write_json_atomic
 from .episodes import landmark_image, to_unit
+from .identity_loss import identity_network
 from .reenact import Portrait, load_portraits
 from ..nets.tps import identity_grid, to_grid_units, warp
 from .warp_model import MAX_SOURCES, WARP_PERSON_KIND, load_warp_generator, source_grids
-from .identity_loss import identity_network
 from .warp_train import reconstruction_losses, weighted
 
 JITTER = {"angle": 0.10, "scale": 0.06, "shift": 0.06}  # radians, fraction, grid units

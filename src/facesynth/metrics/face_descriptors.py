@@ -16,7 +16,7 @@ where different people lie 0.82 apart (dlib's "same person" threshold is 0.6).  
 no face still gets a descriptor, which is the point: a detector that skipped it would hide the failure.
 
 The network is dlib's own, run by PyTorch (dlib_resnet.py, weights read from the same file; its descriptors
-match dlib's ``compute_face_descriptor`` to 5e-7 per component): ~5x faster than dlib on one CPU thread, on a
+match dlib's ``compute_face_descriptor`` to 5e-7 per component): 5-10x faster than dlib on one CPU thread, on a
 GPU where the metrics run there, and dlib itself is not needed.  Descriptors of one image may differ in the
 last bits with the batch it is in (the convolutions' rounding), far below what the distance resolves.
 """
