@@ -77,6 +77,32 @@ def test_freeze_d_refuses_a_model_without_a_discriminator(face_dataset, tmp_path
         train(_opts(face_dataset, tmp_path / "ft", init_from=str(exported), overrides={"freeze_d": 1}))
 
 
+def test_a_model_exported_with_its_discriminator_trains_on_against_it(face_dataset, tmp_path):
+    """export --with-d keeps D (as float16 here), and --init-from with --freeze-d starts from it, not a fresh D."""
+    train(_opts(face_dataset, tmp_path / "base", kimg=0.032))
+    exported = tmp_path / "gd.safetensors"
+    ckpt.export_generator(tmp_path / "base", exported, half=True, with_d=True)
+    _, saved = ckpt.read_model_file(exported)
+    _, base = ckpt.read_model_file(tmp_path / "base")
+    d_keys = [k for k in base if k.startswith("D.")]
+    assert d_keys and all(torch.equal(saved[k], base[k].half()) for k in d_keys if base[k].is_floating_point())
+    assert not any(k.startswith("G.") for k in saved)
+    train(_opts(face_dataset, tmp_path / "ft", init_from=str(exported), overrides={"freeze_d": 1}))
+    _, end = ckpt.read_model_file(tmp_path / "ft")
+    frozen = [k for k in d_keys if k.startswith(("D.fromrgb.", "D.blocks.0."))]
+    assert frozen and all(torch.equal(end[k], saved[k].float()) for k in frozen)
+
+
+def test_export_with_d_of_a_model_without_one_is_refused(face_dataset, tmp_path):
+    from facesynth.errors import FacesynthError
+
+    train(_opts(face_dataset, tmp_path / "base", kimg=0.032))
+    exported = tmp_path / "g.safetensors"
+    ckpt.export_generator(tmp_path / "base", exported)
+    with pytest.raises(FacesynthError, match="holds no discriminator to keep"):
+        ckpt.export_generator(exported, tmp_path / "again.safetensors", with_d=True)
+
+
 def test_d_warmup_trains_d_alone_first_then_g(face_dataset, tmp_path):
     """d_warmup_kimg: from an exported model (no D), G and G_ema keep the loaded weights while D learns (G's
     running mean of w still tracks its mapping's output); after the warm-up G moves."""

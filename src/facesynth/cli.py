@@ -405,7 +405,7 @@ def cmd_export(args) -> int:
     from .checkpoints import export_generator
 
     _refuse_overwriting(args.out, *_ckpt_files(_ckpt(args)))
-    out = export_generator(_ckpt(args), args.out, half=args.fp16, framing=args.framing)
+    out = export_generator(_ckpt(args), args.out, half=args.fp16, framing=args.framing, with_d=args.with_d)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
     return 0
 
@@ -813,10 +813,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_interpolate)
 
-    s = sub.add_parser("export", help="write a checkpoint's generator alone (for inference, optionally fp16)")
+    s = sub.add_parser("export", help="write a checkpoint's generator alone (for inference, optionally fp16), "
+                       "or with its discriminator to train on")
     s.add_argument("--ckpt", type=_path, required=True, help="run folder, snapshot folder or model.safetensors")
     s.add_argument("--out", type=_path, required=True, help="the .safetensors to write")
     s.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    s.add_argument("--with-d", action="store_true",
+                   help="keep the discriminator too, so that `train --init-from` can go on training the model")
     _framing_arg(s, "record how the training faces were cropped (default: as the run recorded it)", None)
     _threads_arg(s)
     s.set_defaults(func=cmd_export)

@@ -63,9 +63,12 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", which: 
     return g.eval().requires_grad_(False).to(device)
 
 
-def export_generator(path: str | Path, out: str | Path, half: bool = False, framing: str | None = None) -> Path:
+def export_generator(path: str | Path, out: str | Path, half: bool = False, framing: str | None = None,
+                     with_d: bool = False) -> Path:
     """Write a checkpoint's G_ema alone (optionally as float16) as a small model file for inference;
     ``framing`` records how its training faces were cropped when the run did not say (align and project read it).
+    ``with_d`` keeps the discriminator too, so that training can go on from the file (``train --init-from``)
+    against the D that G learned with: a fresh D does not catch up with a trained G.
 
     Export copies tensors without loading them into a network, the step where every other reader compares
     them with the config; so it makes read_model's header comparison (check_tensor_shapes) for every file,
@@ -83,6 +86,11 @@ def export_generator(path: str | Path, out: str | Path, half: bool = False, fram
         cfg = dataclasses.replace(cfg, framing=framing).validate(str(path))
     which = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
     g = {f"G_ema.{k[len(which) + 1:]}": v for k, v in tensors.items() if k.startswith(which + ".")}
+    if with_d:
+        d = {k: v for k, v in tensors.items() if k.startswith("D.")}
+        if not d:
+            raise FacesynthError(f"{path}: holds no discriminator to keep (an exported model holds G alone)")
+        g.update(d)
     if half:
         g = {k: v.half() if v.is_floating_point() else v for k, v in g.items()}
     out = Path(out)

@@ -105,8 +105,8 @@ def warm_start(models: dict[str, nn.Module], path: str, new: GANConfig, quiet: b
             if prefix == "D":
                 if new.freeze_d:
                     raise FacesynthError(f"{source}: holds no discriminator, so freeze_d={new.freeze_d} would keep "
-                                         "random blocks fixed; start from a run's snapshot (which holds D) or drop "
-                                         "--freeze-d")
+                                         "random blocks fixed; start from a run's snapshot or a model exported "
+                                         "with --with-d (both hold D), or drop --freeze-d")
                 print(f"note: {source} holds no discriminator; D starts fresh", file=sys.stderr)
                 continue
             raise FacesynthError(f"{source}: holds no {prefix} weights")
