@@ -50,6 +50,7 @@ class FrameScorer:
 
         self.describer = FaceDescriber()
         self.detector = thread_detector()
+        self._truth, self._references = None, None  # every method is scored against the same true frames
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         from PIL import Image
@@ -61,11 +62,13 @@ class FrameScorer:
         return None if not faces else (faces[0].landmarks + 0.5) / f - 0.5
 
     def score(self, generated: np.ndarray, truth: np.ndarray, truth_landmarks: np.ndarray) -> dict:
-        from ..metrics.identity import identity_similarity
+        from ..metrics.identity import describe_all, identity_similarity
 
         g = to_unit(torch.from_numpy(generated).permute(0, 3, 1, 2))
         t = to_unit(torch.from_numpy(truth).permute(0, 3, 1, 2))
-        ident = identity_similarity(self.describer, g, t)
+        if self._truth is not truth:
+            self._truth, self._references = truth, describe_all(self.describer, t)
+        ident = identity_similarity(self.describer, g, t, self._references)
         rows = []
         for i in range(len(g)):
             found = self.landmarks(generated[i])

@@ -73,14 +73,22 @@ class FaceDescriber:
         return self.net(chip[None].transpose(0, 3, 1, 2))[0].astype(np.float64), face
 
 
-def identity_similarity(describer: FaceDescriber, a: torch.Tensor, b: torch.Tensor) -> list[dict]:
+def describe_all(describer: FaceDescriber, images: torch.Tensor) -> list:
+    """``describer.describe`` of each image in [-1, 1]: references to score several outputs against."""
+    return [describer.describe(y) for y in to_uint8(images)]
+
+
+def identity_similarity(describer: FaceDescriber, a: torch.Tensor, b: torch.Tensor,
+                        references: list | None = None) -> list[dict]:
     """Per pair of images in [-1, 1] (``a`` generated, ``b`` the reference, framed alike): cosine
     similarity and Euclidean distance of their descriptors; a distance under 0.6 is dlib's "same
     person".  Where dlib finds no face in ``a``, its face chip is cut at the landmarks of ``b``'s face
-    (``detected`` says which); NaN where the reference itself has none."""
+    (``detected`` says which); NaN where the reference itself has none.  ``references``: ``describe_all``
+    of ``b`` when already computed."""
     out = []
-    for x, y in zip(to_uint8(a), to_uint8(b)):
-        ref = describer.describe(y)
+    if references is None:
+        references = describe_all(describer, b)
+    for x, ref in zip(to_uint8(a), references):
         if ref is None:
             out.append({"cosine": float("nan"), "distance": float("nan"), "detected": False})
             continue
