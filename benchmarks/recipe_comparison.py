@@ -25,7 +25,10 @@ first each recipe's training throughput is timed, one after another on the idle 
 JSON), then each trains to minutes x 60 x its img/s images, however long that takes.  The comparison can then
 run at low priority beside other work, paused and resumed, and still give each recipe what the given minutes
 of the idle machine would have.  Timed at ``--threads 1``, two comparisons of different recipes can share one
-``--out``, one per core; a last call naming all of them writes the joint table.
+``--out``, one per core; a last call naming all of them writes the joint table.  ``--speed NAME=IMG_S`` puts a
+throughput in place of the timed one: to line a recipe up with a table made earlier on a faster-running machine,
+time it beside that table's recipe and scale by the ratio.  A run that has already trained beyond a mark (a
+long run measured afterwards) is measured at its last kept checkpoint before the mark.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from report import environment, write_results
 from facesynth.checkpoints import load_generator, resolve_checkpoint
 from facesynth.metrics.registry import compute_metrics
 from facesynth.models import DEFAULT_MODEL
-from facesynth.training.snapshots import history_path
+from facesynth.training.snapshots import HISTORY_DIR, history_path, snapshot_name
 from facesynth.util.atomic import write_json_atomic
 from facesynth.util.grid import label_rows, make_grid, save_png
 
@@ -78,7 +81,11 @@ METRICS = "fid5k,kid5k,swd,fd_dlib5k"
 def train_until(run: Path, recipe: list[str], data: str, minutes: float | None, threads: int | None,
                 kimg: float = 1e6) -> Path:
     """Train (or continue) ``run`` for ``minutes`` more of wall clock (None: no limit) or up to ``kimg`` thousand
-    images; returns its latest snapshot."""
+    images; returns its latest snapshot.  A run already past ``kimg`` (a longer run measured at an earlier mark)
+    is not trained: its last checkpoint at or before ``kimg`` is returned, from the history training keeps."""
+    earlier = checkpoint_before(run, kimg)
+    if earlier is not None:
+        return earlier
     cmd = [sys.executable, "-m", "facesynth", "train", "--data", data, "--out", str(run), "--kimg", f"{kimg:g}",
            "--quiet"]
     if minutes is not None:
@@ -91,6 +98,24 @@ def train_until(run: Path, recipe: list[str], data: str, minutes: float | None, 
         cmd += ["--threads", str(threads)]
     subprocess.run(cmd, check=True)
     return run / json.loads((run / "latest.json").read_text())["snapshot"]
+
+
+def checkpoint_before(run: Path, kimg: float) -> Path | None:
+    """The snapshot path (pruned or not: see kept_generator) of ``run``'s last G_ema at or before ``kimg``, when
+    the run has trained beyond it; None when it has not."""
+    latest = run / "latest.json"
+    if not latest.is_file() or json.loads(latest.read_text())["images_seen"] <= kimg * 1000:
+        return None
+    seen = sorted(int(p.stem.removeprefix("G_ema-")) for p in (run / HISTORY_DIR).glob("G_ema-*.safetensors"))
+    before = [n for n in seen if n <= kimg * 1000]
+    if not before:
+        raise SystemExit(f"{run} has trained beyond {kimg:g} kimg and keeps no checkpoint before it")
+    return run / snapshot_name(before[-1])
+
+
+def snapshot_kimg(snapshot: Path) -> float:
+    """Thousands of images a snapshot had seen, also once training has pruned it (its name says)."""
+    return int(snapshot.name.removeprefix("snapshot-")) / 1000
 
 
 def record(state_file: Path, key: str, value) -> dict:
@@ -125,7 +150,7 @@ def training_speed(recipe: list[str], data: str, threads: int | None, kimg: floa
 
 
 def measure(snapshot: Path, heldout: str, metrics: str) -> dict:
-    results = compute_metrics(snapshot, heldout, metrics, device="cpu", quiet=True)
+    results = compute_metrics(kept_generator(snapshot), heldout, metrics, device="cpu", quiet=True)
     return {k: v for r in results.values() for k, v in r["results"].items()}
 
 
@@ -158,6 +183,9 @@ def main() -> int:
                     help="wall: train for the minutes of wall clock; speed: for the images the recipe's measured "
                          "idle-machine throughput makes in those minutes")
     ap.add_argument("--time-only", action="store_true", help="with --budget speed: time the recipes, then stop")
+    ap.add_argument("--speed", default="",
+                    help="with --budget speed: NAME=IMG_S,... throughputs to use instead of the timed ones, e.g. a "
+                         "side-by-side timing's ratio applied to the machine another table was made on")
     ap.add_argument("--metrics", default=METRICS)
     ap.add_argument("--grid", type=int, default=8, help="faces per recipe and checkpoint in the figure")
     ap.add_argument("--psi", type=float, default=1.0, help="truncation of the figure's faces (metrics: always 1)")
@@ -171,6 +199,8 @@ def main() -> int:
         ap.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     if args.time_only and args.budget != "speed":
         ap.error("--time-only times the recipes for --budget speed")
+    if args.speed and (args.budget != "speed" or not all("=" in item for item in args.speed.split(",") if item)):
+        ap.error("--speed takes NAME=IMG_S,... and goes with --budget speed")
     if args.threads:
         torch.set_num_threads(args.threads)  # the measuring too, so comparisons side by side keep to their cores
     marks = sorted(float(m) for m in args.minutes.split(","))
@@ -179,6 +209,9 @@ def main() -> int:
     done = json.loads(state_file.read_text()) if state_file.is_file() else {}
     rows, grids = [], []
     if args.budget == "speed":
+        given = dict(item.split("=") for item in args.speed.split(",") if item)
+        for name, img_s in given.items():
+            done = record(state_file, "speed_img_per_s", {name: float(img_s)})
         for name in names:  # all timed before any long training, one after another on the idle machine
             if name != START and name not in done.get("speed_img_per_s", {}):
                 speed = training_speed(RECIPES[name], args.data, args.threads)
@@ -211,7 +244,7 @@ def main() -> int:
                 metrics = measure(snapshot, args.heldout, args.metrics)
                 done = record(state_file, key, {
                     "recipe": name, "minutes": mark, "budget": args.budget, "snapshot": str(snapshot),
-                    "metrics": metrics, "kimg": json.loads((snapshot / "state.json").read_text()).get("kimg"),
+                    "metrics": metrics, "kimg": snapshot_kimg(snapshot),
                     "wall_s": time.time() - t0})
             trained = mark
             rows.append(done[key])
