@@ -199,8 +199,12 @@ def main() -> int:
         ap.error(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     if args.time_only and args.budget != "speed":
         ap.error("--time-only times the recipes for --budget speed")
-    if args.speed and (args.budget != "speed" or not all("=" in item for item in args.speed.split(",") if item)):
-        ap.error("--speed takes NAME=IMG_S,... and goes with --budget speed")
+    try:
+        given = {name: float(img_s) for name, img_s in (item.split("=") for item in args.speed.split(",") if item)}
+    except ValueError:
+        given = None
+    if given is None or (given and args.budget != "speed") or any(v <= 0 for v in given.values()):
+        ap.error("--speed takes NAME=IMG_S,... (positive img/s) and goes with --budget speed")
     if args.threads:
         torch.set_num_threads(args.threads)  # the measuring too, so comparisons side by side keep to their cores
     marks = sorted(float(m) for m in args.minutes.split(","))
@@ -209,9 +213,8 @@ def main() -> int:
     done = json.loads(state_file.read_text()) if state_file.is_file() else {}
     rows, grids = [], []
     if args.budget == "speed":
-        given = dict(item.split("=") for item in args.speed.split(",") if item)
         for name, img_s in given.items():
-            done = record(state_file, "speed_img_per_s", {name: float(img_s)})
+            done = record(state_file, "speed_img_per_s", {name: img_s})
         for name in names:  # all timed before any long training, one after another on the idle machine
             if name != START and name not in done.get("speed_img_per_s", {}):
                 speed = training_speed(RECIPES[name], args.data, args.threads)
