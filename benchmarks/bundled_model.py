@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from recipe_comparison import METRICS, faces, measure
+from recipe_comparison import METRICS, faces, measure, metric_columns
 from report import environment, write_results
 
 from facesynth.util.grid import label_rows, make_grid, save_png
@@ -51,8 +51,7 @@ def main() -> int:
 
     rows = [{"model": label, "path": str(path), "metrics": measure(path, args.heldout, args.metrics)}
             for label, path in args.model]
-    shown = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    keys = [f"{m}_avg" if m.startswith("swd") else m for m in shown]  # SWD: the mean over scales
+    shown, keys = metric_columns(args.metrics)
     lines = ["| model | " + " | ".join(shown) + " |", "|---" * (1 + len(shown)) + "|"]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{r['metrics'].get(k, float('nan')):.4g}" for k in keys)

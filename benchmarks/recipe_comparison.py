@@ -149,6 +149,13 @@ def training_speed(recipe: list[str], data: str, threads: int | None, kimg: floa
     return sum(speeds) / len(speeds)
 
 
+def metric_columns(metrics: str) -> tuple[list[str], list[str]]:
+    """The metrics a table shows, and each one's key in ``measure``'s results (SWD: the mean over scales,
+    ×10³ already)."""
+    shown = [m.strip() for m in metrics.split(",") if m.strip()]
+    return shown, [f"{m}_avg" if m.startswith("swd") else m for m in shown]
+
+
 def measure(snapshot: Path, heldout: str, metrics: str) -> dict:
     results = compute_metrics(kept_generator(snapshot), heldout, metrics, device="cpu", quiet=True)
     return {k: v for r in results.values() for k, v in r["results"].items()}
@@ -252,8 +259,7 @@ def main() -> int:
             trained = mark
             rows.append(done[key])
             grids.append((key, faces(Path(done[key]["snapshot"]), args.grid, args.psi)))
-    shown = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    keys = [f"{m}_avg" if m.startswith("swd") else m for m in shown]  # SWD: the mean over scales, ×10³ already
+    shown, keys = metric_columns(args.metrics)
     lines = ["| recipe | minutes | kimg | " + " | ".join(shown) + " |", "|---" * (3 + len(shown)) + "|"]
     for r in rows:
         values = [r["metrics"].get(k, float("nan")) for k in keys]
