@@ -10,10 +10,13 @@ seeds puts the recipes side by side.
 
 For transfer learning on a small set, compare ``stylegan2-da`` (from scratch) with the ``finetune-*`` recipes,
 e.g. on ``heldout_split.py --min-age 70``'s faces aged 70 and over.  They start from ``--start-from`` (default:
-the bundled model, whose file holds no D): ``finetune-da`` with a fresh D, ``finetune-da-warmup`` with D trained
-alone for its first kimg (``finetune-warmup``: without DiffAugment, D alone for 4 kimg, to continue a large set's
-model), ``freezed-da`` with the first two D blocks kept (FreezeD: start from a run's
-snapshot, which holds its D).  ``finetune-projected`` puts the trained generator against a fresh projected
+the bundled model): ``finetune-da`` with the starting file's D, or a fresh one where the file holds none,
+``finetune-da-warmup`` the same with D trained alone for its first kimg (``finetune-warmup``: without DiffAugment,
+D alone for 4 kimg, to continue a large set's model), ``freezed-da`` with the first two D blocks kept (FreezeD:
+start from a file that holds D, a run's snapshot or the bundled model).  The transfer table in
+``results/`` (transfer_70plus) started from the bundled model of that day, which held no D:
+``git show ad7acfd^:src/facesynth/models/utkface-64.safetensors > then.safetensors``, ``--start-from then.safetensors``.
+``finetune-projected`` puts the trained generator against a fresh projected
 discriminator (D alone for the first kimg): a candidate for a better bundled model.  ``--name`` keeps such a
 table apart from the recipe comparison's.
 
@@ -69,7 +72,7 @@ RECIPES = {
     "finetune-da-warmup": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}",
                                   "--set", "d_warmup_kimg=1"],
     "freezed-da": LITE + ["--diffaugment", "color,translation,cutout", "--init-from", "{start}", "--freeze-d", "2"],
-    # Longer training of a model whose file holds no D: the same recipe, D alone for its first 4 kimg.
+    # Longer training of a model (of a file without D: D alone for its first 4 kimg).
     "finetune-warmup": LITE + ["--init-from", "{start}", "--set", "d_warmup_kimg=4"],
     # The trained generator against a fresh projected D, which first learns alone for 1 kimg.
     "finetune-projected": PROJECTED + ["--init-from", "{start}", "--set", "d_warmup_kimg=1"],

@@ -23,7 +23,7 @@ from facesynth.web.headless import launch
 from facesynth.web.server import BackgroundServer
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED, MIX, WALK = 15, (1, 8), (15, 2)  # faces that show the bundled model at its best (from seeds 0-63)
+SEED, MIX, WALK = 4, (23, 29), (4, 23)  # faces that show the bundled model at its best (from seeds 0-63)
 ALL_LOADED = """() => [...document.images].filter(i => i.getAttribute('src') && i.offsetParent)
                                    .every(i => i.complete && i.naturalWidth > 0)"""
 
