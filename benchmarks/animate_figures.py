@@ -4,6 +4,8 @@
 2. ``animate-temporal.png``: on a self-reenacted clip (its first frame the source, its own landmarks the
    motion), the mean change from each frame to the next of the output and of the real frames, as a chart,
    with the numbers in ``animate-temporal.json``.
+3. ``animate-identity.json``: for every portrait of ../shared/data/talking/portraits, the identity cosine (dlib's
+   descriptors) of each animated frame against the portrait itself, and whether dlib finds a face in it.
 Default: the bundled model; a photo, two paintings and the 3D face from ../shared/data/talking/portraits;
 a held-out person's clip as the driver.
 
@@ -39,6 +41,26 @@ def animate_frames(ckpt, source: Path, driver, resolution: int, moments: list[in
     outputs = list(talker.render(motion[moments]))
     frames = list(driver.frames(resolution))
     return portrait.image, [frames[i] for i in moments], outputs
+
+
+def portrait_identity(ckpt, driver, resolution: int, frames: int = 24) -> dict:
+    """Per portrait: mean and least identity cosine of ``frames`` animated frames (spread over the driver)
+    against the portrait, and the share of them where dlib finds a face."""
+    from facesynth.animate.episodes import to_unit
+    from facesynth.metrics.identity import FaceDescriber, identity_similarity
+
+    describer = FaceDescriber()
+    moments = np.unique(np.linspace(0, len(driver.landmarks) - 1, frames).round().astype(int)).tolist()
+    rows = {}
+    for file in sorted((TALKING / "portraits").glob("*.jpg"), key=lambda p: p.name):
+        source, _, outs = animate_frames(ckpt, file, driver, resolution, moments)
+        outs = to_unit(torch.from_numpy(np.stack(outs)).permute(0, 3, 1, 2))
+        reference = to_unit(torch.from_numpy(source.copy()).permute(2, 0, 1))[None].expand(len(outs), -1, -1, -1)
+        scores = identity_similarity(describer, outs, reference)
+        cos = [s["cosine"] for s in scores]
+        rows[file.stem] = {"frames": len(cos), "identity_mean": float(np.mean(cos)), "identity_min": float(np.min(cos)),
+                           "face_found": float(np.mean([s["detected"] for s in scores]))}
+    return rows
 
 
 def grid_png(rows: list[list[np.ndarray]], path: Path, labels=("source", "driver", "output")) -> None:
@@ -112,6 +134,12 @@ def main() -> int:
         {"driver": Path(args.driver).name, "frames": n, "real_change": frame_change(real),
          "output_change": frame_change(rendered), "ratio": ratio}, indent=2) + "\n")
     print(out / "animate-temporal.png", f"ratio {ratio:.2f}")
+    identity = portrait_identity(ckpt, driver, res)
+    (out / "animate-identity.json").write_text(json.dumps(
+        {"driver": Path(args.driver).name, "checkpoint": str(ckpt), "portraits": identity}, indent=2) + "\n")
+    print("| portrait | identity cos (mean) | least | face found |\n|---|---|---|---|")
+    for name, r in identity.items():
+        print(f"| {name} | {r['identity_mean']:.3f} | {r['identity_min']:.3f} | {r['face_found']:.0%} |")
     return 0
 
 

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from test_animate import TALKING, face_like, synthetic_clips
 
 from facesynth.animate.config import WARP_PRESETS, WarpHeadConfig, get_preset
-from facesynth.nets.tps import identity_grid, solve_tps, to_grid_units, tps_grid
+from facesynth.animate.warp_model import source_grids
+from facesynth.nets.tps import face_local, identity_grid, solve_tps, to_grid_units, tps_grid
 from facesynth.animate.train import MetaTrainOptions, meta_train
 from facesynth.errors import FacesynthError
 from facesynth.nets.talking_warp import WarpGenerator
@@ -51,6 +52,26 @@ def test_tps_carries_landmarks_and_keeps_the_border():
     assert torch.isfinite(tps_grid(closed, source, 64, 32)).all()
 
 
+def test_tps_smoothing_bends_less_between_jittered_landmarks():
+    rng = np.random.default_rng(2)
+    driving = torch.tensor(face_like(rng), dtype=torch.float32)[None]
+    jitter = torch.tensor(rng.normal(0, 0.7, (1, 68, 2)), dtype=torch.float32)
+    source = driving + torch.tensor([3.0, -2.0]) + jitter
+
+    def bending(grid):  # second differences of the field, summed: how much it bends
+        return ((grid[:, 2:] - 2 * grid[:, 1:-1] + grid[:, :-2]).abs().sum()
+                + (grid[:, :, 2:] - 2 * grid[:, :, 1:-1] + grid[:, :, :-2]).abs().sum())
+
+    exact, smooth = tps_grid(driving, source, 64), tps_grid(driving, source, 64, regularisation=0.05)
+    assert bending(smooth) < 0.8 * bending(exact)
+    # Smoothing still carries the face by the landmarks' common motion.
+    shift = (smooth[0] - identity_grid(64)) * 32
+    assert torch.allclose(shift[32, 32], torch.tensor([3.0, -2.0]), atol=0.6)
+    cfg = tiny_cfg(tps_smoothing=0.05)
+    assert torch.equal(source_grids(driving, source[:, None], cfg)[:, 0],
+                       face_local(tps_grid(driving, source, 32, 16, 0.05), driving, 32, cfg.tps_falloff))
+
+
 def test_untrained_motion_is_the_tps_warp_and_sources_are_weighed():
     cfg = tiny_cfg()
     G = WarpGenerator(cfg).eval()
@@ -76,6 +97,8 @@ def test_config_rejects_bad_values():
         WarpHeadConfig(resolution=32, channels=[4, 8, 16, 32]).validate()
     with pytest.raises(FacesynthError, match="flow_scale"):
         tiny_cfg(flow_scale=0.0)
+    with pytest.raises(FacesynthError, match="tps_smoothing"):
+        tiny_cfg(tps_smoothing=0.0)
     with pytest.raises(FacesynthError, match="unknown talking-head preset"):
         get_preset("talking-warp-7")
 

@@ -141,6 +141,9 @@ class WarpHeadConfig(JsonConfig):
     res_blocks: int = 2
     flow_scale: float = 0.25  # the learned correction's largest shift, in grid units (1 = half the picture)
     tps_falloff: float = 1.6  # the TPS motion fades out beyond this many face radii (0: the whole picture moves)
+    # The spline's smoothing (added to its kernel's diagonal): larger values follow the landmarks' jitter less
+    # closely and bend the face less between them.
+    tps_smoothing: float = 1e-3
     copy_bias: float = 2.0  # the output mask's starting logit: mostly the warped source
     # A correction added to the output everywhere, starting at zero: the copy-or-paint mask saturates at
     # "copy" (the painting branch then gets no gradient), yet the copied pixels still need darkening inside
@@ -186,6 +189,9 @@ class WarpHeadConfig(JsonConfig):
                 raise bad(f"{name} must be an integer from 1 to {top}, got {v!r}")
         if not 0 < self.flow_scale <= 2 or not -20 <= self.copy_bias <= 20 or not 0 <= self.tps_falloff <= 100:
             raise bad("flow_scale must lie in (0, 2], copy_bias in [-20, 20] and tps_falloff in [0, 100]")
+        if not 1e-6 <= self.tps_smoothing <= 10:
+            raise bad(f"tps_smoothing must lie in [1e-6, 10] (0 leaves coincident landmarks unsolvable), "
+                      f"got {self.tps_smoothing!r}")
         for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight", "identity_weight"):
             if not 0 <= getattr(self, name) <= 1e9:
                 raise bad(f"{name} must be from 0 to 1e9")

@@ -42,7 +42,7 @@ def source_grids(driving: torch.Tensor, sources: torch.Tensor, cfg) -> torch.Ten
     r = cfg.resolution
     h = motion_size(cfg)
     drv = driving.repeat_interleave(k, 0)
-    grids = tps_grid(drv, sources.reshape(b * k, 68, 2), r, h)
+    grids = tps_grid(drv, sources.reshape(b * k, 68, 2), r, h, cfg.tps_smoothing)
     if cfg.tps_falloff:
         grids = face_local(grids, drv, r, cfg.tps_falloff)
     return grids.reshape(b, k, h, h, 2)

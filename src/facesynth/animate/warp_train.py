@@ -25,7 +25,7 @@ from .warp_model import WARP_RUN_KIND, build_warp_networks, heldout_of, read_war
 
 WARP_RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight", "pixel_weight",
                   "ssim_weight", "adv_weight", "fm_weight", "identity_weight", "finetune_steps", "finetune_lr",
-                  "tps_falloff"}
+                  "tps_falloff", "tps_smoothing"}
 
 
 def warp_forward(G, ep: dict[str, torch.Tensor], cfg) -> torch.Tensor:

@@ -58,16 +58,18 @@ def identity_grid(resolution: int, device=None, dtype=torch.float32) -> torch.Te
     return torch.stack([x, y], -1)
 
 
-def tps_grid(driving: torch.Tensor, source: torch.Tensor, resolution: int, size: int | None = None) -> torch.Tensor:
+def tps_grid(driving: torch.Tensor, source: torch.Tensor, resolution: int, size: int | None = None,
+             regularisation: float = REGULARISATION) -> torch.Tensor:
     """grid_sample grids [B, S, S, 2] carrying the driving landmarks onto the source's (both [B, 68, 2], pixels
     of a ``resolution``-sized picture), sampled at S = ``size`` (default ``resolution``) points a side: the
-    spline is smooth, so a coarser grid, resized, costs a quarter and loses little."""
+    spline is smooth, so a coarser grid, resized, costs a quarter and loses little.  A larger
+    ``regularisation`` trades exact interpolation of the (jittery) landmarks for a smoother field."""
     size = size or resolution
     b = driving.shape[0]
     ring = border_points(driving.device, driving.dtype).expand(b, -1, -1)
     control = torch.cat([to_grid_units(driving, resolution), ring], 1)
     targets = torch.cat([to_grid_units(source, resolution), ring], 1)
-    coef = solve_tps(control, targets)
+    coef = solve_tps(control, targets, regularisation)
     n = control.shape[1]
     pts = identity_grid(size, driving.device, driving.dtype).reshape(1, -1, 2).expand(b, -1, -1)
     u = _radial(squared_distances(pts, control))  # [B, R*R, N]
