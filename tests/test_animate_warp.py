@@ -103,6 +103,33 @@ def test_config_rejects_bad_values():
         get_preset("talking-warp-7")
 
 
+def test_eyes_term_weighs_the_eyes_and_brows_alone(prepared, tmp_path):
+    from facesynth.animate.losses import EYES_AND_BROWS, landmark_region_weights, region_l1
+
+    lm = torch.tensor(face_like(np.random.default_rng(3)), dtype=torch.float32)[None]
+    w = landmark_region_weights(lm, 64)
+    assert w.shape == (1, 1, 64, 64)
+    for i in EYES_AND_BROWS:  # each eye and brow landmark lies in the region
+        x, y = lm[0, i].round().long().tolist()
+        assert w[0, 0, y, x] > 0.9
+    x, y = lm[0, 8].round().long().tolist()  # the chin does not
+    assert w[0, 0, y, x] < 0.01
+    real = torch.zeros(1, 3, 64, 64)
+    chin = real.clone()
+    chin[..., y - 2:y + 3, x - 2:x + 3] = 1
+    eyes = real + w  # wrong exactly where the region is
+    assert region_l1(real, real, w) == 0 and region_l1(chin, real, w) < 1e-3
+    assert region_l1(eyes, real, w) > 10 * torch.nn.functional.l1_loss(eyes, real)
+    # A run with the term logs it, finite.
+    run = tmp_path / "run"
+    meta_train(MetaTrainOptions(data=str(prepared), out=str(run), preset="talking-warp-128", steps=2, quiet=True,
+                                tick_steps=1, overrides={**TINY, "eyes_weight": 10.0}, exclude=["clip2"]))
+    lines = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(x["loss/eyes"]) and x["loss/eyes"] > 0 for x in lines)
+    with pytest.raises(FacesynthError, match="eyes_weight"):
+        tiny_cfg(eyes_weight=-1.0)
+
+
 def _last_model(run: Path) -> dict:
     return load_file(str(sorted(run.glob("snapshot-*"))[-1] / "model.safetensors"))
 

@@ -165,6 +165,9 @@ class WarpHeadConfig(JsonConfig):
     fm_weight: float = 1.0
     # 1 - cosine of dlib's face descriptors of the output and the true frame (animate/identity_loss.py)
     identity_weight: float = 0.0
+    # L1 over the eyes and brows alone (Gaussians on their landmarks): where dlib's descriptor, and a viewer,
+    # decide identity; the plain L1 gives those few pixels little weight.
+    eyes_weight: float = 0.0
     snapshot_steps: int = 250
     # Few-shot fine-tuning
     finetune_steps: int = 100
@@ -192,7 +195,8 @@ class WarpHeadConfig(JsonConfig):
         if not 1e-6 <= self.tps_smoothing <= 10:
             raise bad(f"tps_smoothing must lie in [1e-6, 10] (0 leaves coincident landmarks unsolvable), "
                       f"got {self.tps_smoothing!r}")
-        for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight", "identity_weight"):
+        for name in ("content_weight", "pixel_weight", "ssim_weight", "adv_weight", "fm_weight", "identity_weight",
+                     "eyes_weight"):
             if not 0 <= getattr(self, name) <= 1e9:
                 raise bad(f"{name} must be from 0 to 1e9")
         return self

@@ -85,6 +85,30 @@ def feature_matching(fake_feats: list[torch.Tensor], real_feats: list[torch.Tens
     return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats)) / len(fake_feats)
 
 
+EYES_AND_BROWS = list(range(17, 27)) + list(range(36, 48))  # dlib's 68-point indices
+REGION_SIGMA = 0.13  # each landmark's Gaussian, in inter-ocular distances (outer eye corners)
+
+
+def landmark_region_weights(landmarks: torch.Tensor, size: int, indices=EYES_AND_BROWS,
+                            sigma: float = REGION_SIGMA) -> torch.Tensor:
+    """[B, 1, size, size] weights in 0..1: the largest of Gaussians centred on the chosen landmarks
+    ([B, 68, 2] pixels of a ``size``-sized frame), each as wide as ``sigma`` inter-ocular distances."""
+    pts = landmarks[:, indices].float()
+    width = sigma * (landmarks[:, 45] - landmarks[:, 36]).float().norm(dim=-1).clamp_min(1.0)  # [B]
+    t = torch.arange(size, device=landmarks.device, dtype=torch.float32)
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    pixels = torch.stack([x, y], -1).reshape(1, -1, 1, 2)
+    d2 = (pixels - pts[:, None]).square().sum(-1)  # [B, size * size, n]
+    w = torch.exp(-d2 / (2 * width[:, None, None] ** 2)).amax(-1)
+    return w.reshape(-1, 1, size, size)
+
+
+def region_l1(fake: torch.Tensor, real: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """L1 averaged over a soft region (``weights`` [B, 1, H, W]): the eyes' few pixels weigh as the whole
+    picture does in the plain L1, where identity is mostly decided."""
+    return ((fake - real).abs().mean(1, keepdim=True) * weights).sum() / weights.sum().clamp_min(1e-6)
+
+
 def hinge_d_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
 

@@ -19,13 +19,13 @@ from ..training.optim import adam
 from ..util.device import to_device
 from ..util.grid import save_grid
 from .identity_loss import identity_loss, identity_network
-from .losses import content_loss, feature_matching, hinge_d_loss
+from .losses import content_loss, feature_matching, hinge_d_loss, landmark_region_weights, region_l1
 from .train import MetaTrainer
 from .warp_model import WARP_RUN_KIND, build_warp_networks, heldout_of, read_warp_checkpoint, source_grids
 
 WARP_RESUMABLE = {"shots", "batch", "g_lr", "d_lr", "snapshot_steps", "content_weight", "pixel_weight",
-                  "ssim_weight", "adv_weight", "fm_weight", "identity_weight", "finetune_steps", "finetune_lr",
-                  "tps_falloff", "tps_smoothing"}
+                  "ssim_weight", "adv_weight", "fm_weight", "identity_weight", "eyes_weight", "finetune_steps",
+                  "finetune_lr", "tps_falloff", "tps_smoothing"}
 
 
 def warp_forward(G, ep: dict[str, torch.Tensor], cfg) -> torch.Tensor:
@@ -36,8 +36,11 @@ def warp_forward(G, ep: dict[str, torch.Tensor], cfg) -> torch.Tensor:
 
 def reconstruction_losses(cfg, fake: torch.Tensor, target: torch.Tensor, content=None, identity=None,
                           target_landmarks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """``identity``: dlib's face ResNet (on [-1, 1] chips), with the target's landmarks to cut the chips."""
+    """``identity``: dlib's face ResNet (on [-1, 1] chips), with the target's landmarks to cut the chips (and to
+    place the eyes for ``eyes_weight``)."""
     losses = {"pixel": F.l1_loss(fake, target), "ssim": 1 - ssim(fake, target).mean()}
+    if cfg.eyes_weight and target_landmarks is not None:
+        losses["eyes"] = region_l1(fake, target, landmark_region_weights(target_landmarks, fake.shape[-1]))
     if content is not None:
         losses["content"] = content_loss(content, fake, target)
     if identity is not None:
@@ -47,7 +50,7 @@ def reconstruction_losses(cfg, fake: torch.Tensor, target: torch.Tensor, content
 
 def weighted(cfg, losses: dict[str, torch.Tensor]) -> torch.Tensor:
     weights = {"adv": cfg.adv_weight, "fm": cfg.fm_weight, "pixel": cfg.pixel_weight, "ssim": cfg.ssim_weight,
-               "content": cfg.content_weight, "identity": cfg.identity_weight}
+               "content": cfg.content_weight, "identity": cfg.identity_weight, "eyes": cfg.eyes_weight}
     return sum(weights[k] * v for k, v in losses.items())
 
 
