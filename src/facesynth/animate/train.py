@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .. import checkpoints as ckpt
 from ..errors import FacesynthError
 from ..training import performance, snapshots
-from ..training.distributed import DataParallel
+from ..training.distributed import DataParallel, run_then_leave
 from ..training.guard import NonFiniteGuard, diagnosis, finite_means
 from ..training.loop import named_parameters_by_id as _named
 from ..training.optim import adam
@@ -339,11 +339,7 @@ def meta_train(opts: MetaTrainOptions) -> dict:
 
     Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with the other processes.
     """
-    trainer = trainer_class(opts)(opts)
-    try:
-        return trainer.run()
-    finally:
-        trainer.dp.close()
+    return run_then_leave(trainer_class(opts)(opts))
 
 
 def trainer_class(opts: MetaTrainOptions) -> type[MetaTrainer]:

@@ -68,8 +68,12 @@ class DataParallel:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         return cls(rank, world_size, local_rank), device
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group.  ``finished``: every rank got here normally, so they first wait for each
+        other: a rank tearing gloo down while another still talks to it can abort the other process."""
         if self.active and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
     def local_batch(self, global_batch: int, what: str = "batch") -> int:
@@ -157,4 +161,16 @@ def sharded_noise(module: torch.nn.Module, dp: DataParallel) -> None:
             m.draw = dp.randn if dp.active else None
 
 
-__all__ = ["DataParallel", "SINGLE", "sharded_noise"]
+def run_then_leave(trainer) -> dict:
+    """``trainer.run()``, then leave its process group (``trainer.dp``), waiting for the other ranks first
+    when the run finished normally."""
+    finished = False
+    try:
+        stats = trainer.run()
+        finished = True
+        return stats
+    finally:
+        trainer.dp.close(finished)
+
+
+__all__ = ["DataParallel", "SINGLE", "sharded_noise", "run_then_leave"]

@@ -34,7 +34,7 @@ from ..util.atomic import append_json_line, check_writable_dir, write_json_atomi
 from ..util.device import pick_device, to_device
 from ..util.grid import save_grid
 from . import performance, snapshots
-from .distributed import SINGLE, DataParallel, sharded_noise
+from .distributed import SINGLE, DataParallel, run_then_leave, sharded_noise
 from .growth import GrowthPoint, GrowthSchedule
 from .guard import NonFiniteGuard, diagnosis, finite_means, nonfinite_parameters
 from .augmentation import Augmentation
@@ -692,11 +692,7 @@ def train(opts: TrainOptions) -> dict:
 
     Started by ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with the other processes.
     """
-    trainer = Trainer(opts)
-    try:
-        return trainer.run()
-    finally:
-        trainer.dp.close()
+    return run_then_leave(Trainer(opts))
 
 
 __all__ = ["TrainOptions", "Trainer", "train", "mixed_ws", "RESUMABLE_OVERRIDES"]
